@@ -1,0 +1,18 @@
+# Entropic Autoencoders: from simulation and data to every table and figure.
+# This file only includes the stages and names the final target; see workflow/rules/.
+from snakemake.utils import min_version
+
+min_version("9.11")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/validation.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

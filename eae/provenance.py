@@ -1,0 +1,175 @@
+"""Provenance records: what made a result (config, code, packages, seeds, device, inputs)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+TRACKED_PACKAGES = (
+    "eae",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scipy",
+    "xarray",
+    "zarr",
+    "pandas",
+    "matplotlib",
+    "snakemake",
+)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large inputs never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory (e.g. a Zarr store) over its sorted files."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that decide numerical results."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Commit and dirtiness of the checkout that holds the code (None outside git)."""
+    cwd = Path(repo) if repo else PACKAGE_ROOT
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def source_hash(modules: Iterable[str] | None = None) -> str:
+    """sha256 over the eae source files (all of them, or the named modules' files)."""
+    if modules is None:
+        files = sorted(PACKAGE_ROOT.rglob("*.py"))
+    else:
+        files = sorted(PACKAGE_ROOT / (m.replace(".", "/") + ".py") for m in modules)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(PACKAGE_ROOT)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def device_description() -> str:
+    """GPU name when TensorFlow sees one, else the CPU model."""
+    try:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"GPU: {details.get('device_name', gpus[0].name)} (x{len(gpus)})"
+    except Exception:  # TensorFlow absent or broken: fall back to the CPU
+        pass
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model} ({os.cpu_count()} cores)"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def make_record(
+    stage: str,
+    config: Mapping[str, Any] | None = None,
+    seeds: Mapping[str, Any] | None = None,
+    inputs: Iterable[str | os.PathLike] = (),
+    started: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-serialisable provenance record for one stage's output."""
+    record = {
+        "stage": stage,
+        "config": json.loads(json.dumps(dict(config or {}), default=str)),
+        "seeds": dict(seeds or {}),
+        "git": git_state(),
+        "eae_source_sha256": source_hash(),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "device": device_description(),
+        "started": started or now_iso(),
+        "finished": now_iso(),
+        "inputs": {str(p): sha256_path(p) for p in inputs},
+    }
+    if extra:
+        record.update(json.loads(json.dumps(dict(extra), default=str)))
+    return record
+
+
+def write_sidecar(record: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write a provenance record as JSON next to (or for) a table or figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def sidecar_path(result: str | os.PathLike, provenance_dir: str = "provenance") -> Path:
+    """Where the provenance of a table or figure lives: ``results/provenance/<rel>.json``
+    mirroring its path below ``results/`` (next to it when it is outside results/)."""
+    result = Path(result)
+    parts = result.parts
+    if "results" in parts:
+        i = len(parts) - 1 - parts[::-1].index("results")
+        root = Path(*parts[: i + 1])
+        return root / provenance_dir / Path(*parts[i + 1 :]).with_name(result.name + ".json")
+    return result.with_name(result.name + ".provenance.json")
+
+
+def record_outputs(record: Mapping[str, Any], outputs: Iterable[str | os.PathLike]) -> None:
+    """Write one sidecar per table/figure, each with the sha256 of the file it describes."""
+    for out in outputs:
+        rec = dict(record)
+        rec["output"] = {"path": str(out), "sha256": sha256_path(out)}
+        write_sidecar(rec, sidecar_path(out))

@@ -1,0 +1,327 @@
+"""EAE training (Algorithm 1): Simmering samples encoders, Adam moves the decoder.
+
+For any encoder, decoder and reconstruction loss. Each inner step takes one mini-batch
+and one forward/backward pass, which gives both the encoder force (consumed by the
+Simmering step) and the decoder gradient at the sampled encoder (accumulated). After
+``encoder_steps`` inner steps the decoder takes one Adam step on the averaged gradient.
+A whole round of inner steps runs as one compiled loop.
+
+Checkpoints hold every piece of state (encoder, decoder, Adam, thermostat, data
+position), are written atomically after every decoder update, and a rerun resumes
+from the last one; on CPU with the same seed a resumed run ends exactly where an
+uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import keras
+import tensorflow as tf
+
+from eae import sampler as simmering
+from eae.progress import Progress
+
+logger = logging.getLogger("eae")
+
+#: loss_fn(encoder, decoder, batch) -> scalar reconstruction loss; batch is a tuple of
+#: tensors, one per training array.
+LossFn = Callable[[keras.Model, keras.Model, tuple], tf.Tensor]
+
+LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced NaN/inf or a runaway kinetic temperature."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Outer-loop settings of EAE training.
+
+    decoder_updates: number of Adam steps on the decoder.
+    encoder_steps: Simmering steps (mini-batches) per decoder update; when None,
+      ``encoder_epochs`` passes over the training set are used instead.
+    runaway_factor: stop when the mean T_kin of a round exceeds this × target T.
+    """
+
+    decoder_updates: int = 10
+    encoder_steps: int | None = 100
+    encoder_epochs: float | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+    seed: int = 0
+    runaway_factor: float = 100.0
+    log_every_s: float = 5.0
+    deterministic: bool = True
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "TrainSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in names})
+
+    def steps_per_update(self, n_train: int) -> int:
+        if self.encoder_steps:
+            return int(self.encoder_steps)
+        if not self.encoder_epochs:
+            raise ValueError("set either encoder_steps or encoder_epochs")
+        return max(1, int(math.ceil(self.encoder_epochs * (n_train // self.batch_size))))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, first_step: int, n_steps: int) -> np.ndarray:
+    """Indices [n_steps, batch] of the mini-batches for global steps first_step…
+
+    Each epoch is a fresh permutation drawn from (seed, epoch), so the batch at any
+    global step is a pure function of the step: resuming needs no RNG state.
+    """
+    per_epoch = max(1, n // batch_size)
+    out = np.empty((n_steps, min(batch_size, n)), np.int32)
+    cache: dict[int, np.ndarray] = {}
+    for i in range(n_steps):
+        epoch, pos = divmod(first_step + i, per_epoch)
+        if epoch not in cache:
+            cache = {epoch: np.random.default_rng([seed, epoch]).permutation(n)}
+        out[i] = cache[epoch][pos * batch_size : pos * batch_size + out.shape[1]]
+    return out
+
+
+def mse_loss(encoder, decoder, batch):
+    """Mean squared reconstruction error of x (the default EAE objective)."""
+    x = batch[0]
+    return tf.reduce_mean(tf.square(decoder(encoder(x, training=False), training=False) - x))
+
+
+class EAETrainer:
+    """Algorithm 1 for an encoder/decoder pair and a reconstruction loss.
+
+    ``train_arrays`` are the training arrays (first axis = sample), handed to
+    ``loss_fn`` as one batch tuple. ``val_arrays`` (optional) give a validation loss
+    per decoder update.
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        train_arrays: Sequence[np.ndarray],
+        sampler_config: simmering.SimmeringConfig,
+        settings: TrainSettings,
+        loss_fn: LossFn = mse_loss,
+        val_arrays: Sequence[np.ndarray] | None = None,
+    ):
+        if settings.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.encoder, self.decoder = encoder, decoder
+        self.loss_fn = loss_fn
+        self.settings = settings
+        self.sampler_config = sampler_config
+        self.train = tuple(tf.constant(a) for a in train_arrays)
+        self.n_train = int(train_arrays[0].shape[0])
+        self.val = tuple(tf.constant(a) for a in val_arrays) if val_arrays is not None else None
+        self.steps_per_update = settings.steps_per_update(self.n_train)
+        self.enc_vars = list(encoder.trainable_variables)
+        self.dec_vars = list(decoder.trainable_variables)
+        self.optimizer = keras.optimizers.Adam(
+            learning_rate=settings.learning_rate, beta_1=settings.beta_1,
+            beta_2=settings.beta_2, epsilon=settings.epsilon)
+        self.optimizer.build(self.dec_vars)
+        self.update = 0
+        self.state: simmering.SimmeringState | None = None
+        self._round = tf.function(self._round_impl)
+        self._apply = tf.function(self._apply_impl)
+        self._refresh = tf.function(self._refresh_impl)
+        self._val_loss = tf.function(lambda: self.loss_fn(self.encoder, self.decoder, self.val))
+
+    # -- compiled pieces -------------------------------------------------------
+    def _value_and_grad(self, batch):
+        def value_and_grad():
+            with tf.GradientTape() as tape:
+                loss = self.loss_fn(self.encoder, self.decoder, batch)
+            grads = tape.gradient(loss, self.enc_vars + self.dec_vars)
+            n = len(self.enc_vars)
+            return loss, grads[:n], grads[n:]
+
+        return value_and_grad
+
+    def _gather(self, idx):
+        return tuple(tf.gather(a, idx) for a in self.train)
+
+    def _round_impl(self, state, indices, accumulate: bool = True):
+        """``len(indices)`` Simmering steps; returns the state, per-step diagnostics and
+        the decoder gradient averaged over the steps (zeros when not accumulating)."""
+        n = tf.shape(indices)[0]
+        acc = [tf.zeros_like(v) for v in self.dec_vars]
+        infos = [tf.TensorArray(tf.float64, size=n) for _ in simmering.SimmeringInfo._fields]
+        for i in tf.range(n):
+            vg = self._value_and_grad(self._gather(indices[i]))
+            state, info, dec_grads = simmering.step(state, self.enc_vars, vg, self.sampler_config)
+            if accumulate:
+                acc = [a + g for a, g in zip(acc, dec_grads)]
+            infos = [ta.write(i, x) for ta, x in zip(infos, info)]
+        scale = 1.0 / tf.cast(n, tf.float32)
+        return state, simmering.SimmeringInfo(*[ta.stack() for ta in infos]), [a * scale for a in acc]
+
+    def _apply_impl(self, grads):
+        self.optimizer.apply_gradients(zip(grads, self.dec_vars))
+
+    def _refresh_impl(self, state, indices):
+        state, _ = simmering.refresh(state, self._value_and_grad(self._gather(indices)))
+        return state
+
+    # -- public API -----------------------------------------------------------
+    def initialize(self) -> None:
+        """Initial thermostat state at the encoder's initial weights."""
+        idx = batch_indices(self.n_train, self.settings.batch_size, self.settings.seed, 0, 1)[0]
+        vg = self._value_and_grad(self._gather(tf.constant(idx)))
+        self.state, _ = simmering.init(self.enc_vars, vg, self.sampler_config,
+                                       seed=[self.settings.seed, 1])
+
+    def indices_for(self, first_step: int, n_steps: int) -> tf.Tensor:
+        return tf.constant(batch_indices(self.n_train, self.settings.batch_size,
+                                         self.settings.seed, first_step, n_steps))
+
+    def run_update(self) -> dict:
+        """One decoder update: a round of encoder steps, then one Adam step."""
+        if self.state is None:
+            self.initialize()
+        first = self.update * self.steps_per_update
+        idx = self.indices_for(first, self.steps_per_update)
+        h_start = None
+        t0 = time.perf_counter()
+        state, info, grads = self._round(self.state, idx)
+        self._check(info)
+        self._apply(grads)
+        next_idx = self.indices_for(first + self.steps_per_update, 1)[0]
+        self.state = self._refresh(state, next_idx)
+        self.update += 1
+        losses = info.loss.numpy()
+        h = info.conserved_energy.numpy()
+        h_start = h[0]
+        row = {
+            "update": self.update,
+            "steps": int(self.state.step),
+            "loss_mean": float(losses.mean()),
+            "loss_min": float(losses.min()),
+            "loss_max": float(losses.max()),
+            **{f"loss_q{int(q * 100):02d}": float(np.quantile(losses, q)) for q in LOSS_QUANTILES},
+            "temperature": float(info.temperature.numpy()[-1]),
+            "kinetic_temperature": float(info.kinetic_temperature.numpy().mean()),
+            "conserved_energy_drift": float(h[-1] - h_start),
+            "xi1": float(info.xi1.numpy()[-1]),
+            "round_seconds": time.perf_counter() - t0,
+        }
+        if self.val is not None:
+            row["val_loss"] = float(self._val_loss())
+        return row
+
+    def _check(self, info: simmering.SimmeringInfo) -> None:
+        where = f"decoder update {self.update + 1}"
+        for name, values in zip(info._fields, info):
+            if not np.all(np.isfinite(values.numpy())):
+                raise TrainingDiverged(
+                    f"{name} became NaN/inf during {where}; reduce dt or temperature. "
+                    "The last good checkpoint is kept.")
+        ratio = float(np.mean(info.kinetic_temperature.numpy() / info.temperature.numpy()))
+        if ratio > self.settings.runaway_factor:
+            raise TrainingDiverged(
+                f"kinetic temperature ran away during {where}: mean T_kin = {ratio:.3g} × T "
+                f"(limit runaway_factor = {self.settings.runaway_factor}); reduce dt. "
+                "The last good checkpoint is kept.")
+
+    # -- checkpoints ----------------------------------------------------------
+    def checkpoint_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"update": np.array(self.update)}
+        for prefix, variables in (("enc", self.encoder.weights), ("dec", self.decoder.weights),
+                                  ("opt", self.optimizer.variables)):
+            for i, v in enumerate(variables):
+                arrays[f"{prefix}/{i}"] = v.numpy()
+        s = self.state
+        for field in ("loss", "ke2", "xi", "v_xi", "step", "seed"):
+            arrays[f"state/{field}"] = getattr(s, field).numpy()
+        for i, (p, g) in enumerate(zip(s.momentum, s.grad)):
+            arrays[f"state/momentum/{i}"] = p.numpy()
+            arrays[f"state/grad/{i}"] = g.numpy()
+        return arrays
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write every piece of training state atomically (tmp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **self.checkpoint_arrays())
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        with np.load(path) as data:
+            self.update = int(data["update"])
+            for prefix, variables in (("enc", self.encoder.weights),
+                                      ("dec", self.decoder.weights),
+                                      ("opt", self.optimizer.variables)):
+                for i, v in enumerate(variables):
+                    v.assign(data[f"{prefix}/{i}"])
+            n = len(self.enc_vars)
+            self.state = simmering.SimmeringState(
+                momentum=tuple(tf.constant(data[f"state/momentum/{i}"]) for i in range(n)),
+                grad=tuple(tf.constant(data[f"state/grad/{i}"]) for i in range(n)),
+                **{f: tf.constant(data[f"state/{f}"])
+                   for f in ("loss", "ke2", "xi", "v_xi", "step", "seed")},
+            )
+
+    # -- the loop -------------------------------------------------------------
+    def fit(self, out_dir: str | os.PathLike, stop_after: int | None = None) -> pd.DataFrame:
+        """Train to ``decoder_updates``, resuming from ``out_dir/checkpoint.npz``.
+
+        Writes ``history.csv`` (one row per decoder update) and the checkpoint after
+        every update. ``stop_after`` ends this call after that many updates (tests use
+        it to simulate a killed job).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt, hist_path = out / "checkpoint.npz", out / "history.csv"
+        rows: list[dict] = []
+        if ckpt.exists():
+            self.load_checkpoint(ckpt)
+            if hist_path.exists():
+                rows = pd.read_csv(hist_path).to_dict("records")[: self.update]
+            logger.info("resuming from %s at decoder update %d", ckpt, self.update)
+        total = self.settings.decoder_updates
+        progress = Progress(total, "eae train", logger, self.settings.log_every_s, start=self.update)
+        done_now = 0
+        while self.update < total and (stop_after is None or done_now < stop_after):
+            row = self.run_update()
+            rows.append(row)
+            self.save_checkpoint(ckpt)
+            _write_csv_atomic(pd.DataFrame(rows), hist_path)
+            done_now += 1
+            progress.update(self.update, _summary(row), force=self.update in (1, total))
+        return pd.DataFrame(rows)
+
+    def save_models(self, out_dir: str | os.PathLike) -> None:
+        out = Path(out_dir)
+        self.encoder.save(out / "encoder.keras")
+        self.decoder.save(out / "decoder.keras")
+
+
+def _summary(row: dict) -> str:
+    text = (f"loss {row['loss_mean']:.4g} [{row['loss_min']:.4g}, {row['loss_max']:.4g}] "
+            f"T_kin/T {row['kinetic_temperature'] / row['temperature']:.3f}")
+    if "val_loss" in row:
+        text += f" val {row['val_loss']:.4g}"
+    return text
+
+
+def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
