@@ -36,9 +36,11 @@ def write_zarr(
     if provenance is not None:
         ds.attrs[PROVENANCE_ATTR] = json.dumps(provenance, sort_keys=True, default=str)
     if chunks:
-        ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
-        for name in ds.variables:
-            ds[name].encoding.pop("chunks", None)
+        # Chunk through the encoding, not ds.chunk(): no dask needed for in-memory data.
+        for name, var in ds.variables.items():
+            if var.ndim:
+                var.encoding["chunks"] = tuple(
+                    min(chunks.get(d, n), n) for d, n in zip(var.dims, var.shape))
     tmp = _tmp_path(path)
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -12,9 +12,13 @@ rescales all momenta by one global factor. The gradient at the new position is c
 in the state and reused by the next step's first kick, so one step costs one
 gradient evaluation.
 
-The API follows BlackJAX: an immutable :class:`SimmeringState` plus pure-ish
-:func:`init` and :func:`step` functions; diagnostics come back as a
-:class:`SimmeringInfo` of tensors. The caller supplies the gradients through a
+The API follows BlackJAX: an immutable :class:`SimmeringState` of tensors plus
+``init`` and ``step`` (methods of :class:`Simmering`); diagnostics come back as a
+:class:`SimmeringInfo` of tensors. Like the positions (the caller's variables), the
+momenta live in variables, owned by the :class:`Simmering` object and updated in
+place: that lets each half step be one fused TensorFlow kernel per parameter tensor
+(``ResourceApplyKerasMomentum``), which keeps a Simmering step as cheap as an Adam
+step, and keeps the state a plain tensor tuple that compiled loops can carry. The caller supplies the gradients through a
 ``value_and_grad()`` callable returning ``(loss, grads, aux)``, so a training loop can
 take other gradients (the EAE decoder's) from the same forward/backward pass; ``aux``
 is handed back untouched. Positions are the caller's variables, updated in place.
@@ -101,15 +105,16 @@ class SimmeringConfig:
 
 
 class SimmeringState(NamedTuple):
-    """Everything the integrator carries between steps (positions live in variables).
+    """What the integrator carries between steps besides positions and momenta.
 
-    momentum: one tensor per variable. grad: ∇L at the current position (reused by
-    the next step's first kick). loss: L at the current position (float64). ke2:
-    Σ p²/m (float64). xi, v_xi: chain positions and velocities p_ξ/Q ([M], float64).
-    step: steps taken (int64). seed: base of the stateless RNG ([2] int64).
+    pending_scale: the last thermostat rescaling of the momenta, folded into the next
+    step's fused kick (float64). grad: ∇L at the current position (reused by the
+    next step's first kick). loss: L at the current position (float64). ke2: Σ p²/m
+    (float64). xi, v_xi: chain positions and velocities p_ξ/Q ([M], float64). step:
+    steps taken (int64). seed: base of the stateless RNG ([2] int64).
     """
 
-    momentum: tuple
+    pending_scale: tf.Tensor
     grad: tuple
     loss: tf.Tensor
     ke2: tf.Tensor
@@ -149,10 +154,20 @@ def temperature_at(config: SimmeringConfig, step: tf.Tensor) -> tf.Tensor:
     return t0 * tf.pow(t1 / t0, frac)
 
 
+def _sum_squares(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Σ x² over all tensors: float32 partial sums along the last axis (at most a few
+    thousand terms each), accumulated in float64 (millions of terms in all)."""
+    parts = []
+    for t in tensors:
+        rows = tf.reduce_sum(tf.square(t), axis=-1) if t.shape.rank else tf.square(t)
+        parts.append(tf.reduce_sum(tf.cast(rows, tf.float64)))
+    return tf.add_n(parts)
+
+
 def _kinetic2(momentum: Sequence[tf.Tensor], mass: float) -> tf.Tensor:
-    """Σ p²/m summed in float64 (millions of terms: float32 would lose digits)."""
-    total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(p, tf.float64))) for p in momentum])
-    return total / mass
+    """Σ p²/m (float64)."""
+    return _sum_squares(momentum) / mass
+
 
 
 def _thermostat_masses(config: SimmeringConfig, temperature, n_dof) -> tf.Tensor:
@@ -198,8 +213,8 @@ def _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, half_dt, weights, n_res
             v[j] = (v[j] * e + 0.5 * d * force(j, ke2_now)) * e
 
     for _ in range(n_respa):
-        for w in tf.unstack(weights):
-            d = w * half_dt / tf.cast(n_respa, tf.float64)
+        for w in weights:
+            d = w * half_dt / n_respa
             ke2_now = ke2 * scale * scale
             for j in reversed(range(m)):
                 update(j, d, ke2_now)
@@ -215,10 +230,8 @@ def _thermostat(config, ke2, xi, v_xi, temperature, n_dof):
     if config.chain_length == 0:
         return tf.constant(1.0, tf.float64), xi, v_xi
     q = _thermostat_masses(config, temperature, n_dof)
-    weights = tf.constant(SUZUKI_YOSHIDA[config.sy_order], tf.float64)
-    return _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof,
-                          tf.constant(0.5 * config.dt, tf.float64), weights,
-                          config.n_respa)
+    return _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, 0.5 * config.dt,
+                          SUZUKI_YOSHIDA[config.sy_order], config.n_respa)
 
 
 def conserved_energy(config: SimmeringConfig, state: SimmeringState, n_dof) -> tf.Tensor:
@@ -232,101 +245,126 @@ def conserved_energy(config: SimmeringConfig, state: SimmeringState, n_dof) -> t
     return energy
 
 
-def init(
-    variables: Sequence[tf.Variable],
-    value_and_grad: ValueAndGrad,
-    config: SimmeringConfig,
-    seed: int | Sequence[int] = 0,
-) -> tuple[SimmeringState, Any]:
-    """Initial state at the variables' current values (one gradient evaluation).
+class Simmering:
+    """The sampler for one list of variables: owns their momenta.
 
-    Returns ``(state, aux)`` with ``aux`` from ``value_and_grad``.
+    Momenta are stored as displacements q = p·dt/m (the next drift), one variable per
+    parameter tensor, up to the state's ``pending_scale``.
     """
-    seed_t = tf.constant([seed, 0] if isinstance(seed, int) else list(seed), tf.int64)
-    loss, grads, aux = value_and_grad()
-    temperature = temperature_at(config, tf.constant(0, tf.int64))
-    shapes = [v.shape for v in variables]
-    dtypes = [v.dtype for v in variables]
-    if config.initial_velocities == "gaussian":
-        momentum = _draw_momenta(shapes, dtypes, config, temperature, seed_t,
-                                 tf.constant(0, tf.int64))
-    else:
-        momentum = tuple(tf.zeros(s, d) for s, d in zip(shapes, dtypes))
-    m = max(config.chain_length, 1)
-    state = SimmeringState(
-        momentum=momentum,
-        grad=tuple(tf.convert_to_tensor(g) for g in grads),
-        loss=tf.cast(loss, tf.float64),
-        ke2=_kinetic2(momentum, config.mass),
-        xi=tf.zeros([m], tf.float64),
-        v_xi=tf.zeros([m], tf.float64),
-        step=tf.constant(0, tf.int64),
-        seed=seed_t,
-    )
-    return state, aux
 
+    def __init__(self, variables: Sequence[tf.Variable], config: SimmeringConfig):
+        self.variables = list(variables)
+        self.config = config
+        self.n_dof = num_degrees_of_freedom(self.variables)
+        self.displacement = tuple(
+            tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"simmering_q{i}")
+            for i, v in enumerate(self.variables))
 
-def _maybe_resample(config, state, temperature):
-    if config.resample_every <= 0:
-        return state.momentum, state.ke2
+    def momenta(self, state: SimmeringState) -> list[tf.Tensor]:
+        """The particle momenta p."""
+        factor = state.pending_scale * (self.config.mass / self.config.dt)
+        return [tf.convert_to_tensor(q) * tf.cast(factor, q.dtype) for q in self.displacement]
 
-    def redraw():
-        shapes = [p.shape for p in state.momentum]
-        dtypes = [p.dtype for p in state.momentum]
-        p = _draw_momenta(shapes, dtypes, config, temperature, state.seed, state.step)
-        return p, _kinetic2(p, config.mass)
+    def _set_momenta(self, momentum) -> list:
+        to_q = self.config.dt / self.config.mass
+        return [q.assign(p * to_q) for q, p in zip(self.displacement, momentum)]
 
-    due = tf.logical_and(state.step > 0, state.step % config.resample_every == 0)
-    return tf.cond(due, redraw, lambda: (state.momentum, state.ke2))
+    def init(self, value_and_grad: ValueAndGrad,
+             seed: int | Sequence[int] = 0) -> tuple[SimmeringState, Any]:
+        """Initial state at the variables' current values (one gradient evaluation).
 
+        Draws velocities from N(0, T/m) (or zeros); returns ``(state, aux)``.
+        """
+        config = self.config
+        seed_t = tf.constant([seed, 0] if isinstance(seed, int) else list(seed), tf.int64)
+        loss, grads, aux = value_and_grad()
+        temperature = temperature_at(config, tf.constant(0, tf.int64))
+        shapes = [v.shape for v in self.variables]
+        dtypes = [v.dtype for v in self.variables]
+        if config.initial_velocities == "gaussian":
+            momentum = _draw_momenta(shapes, dtypes, config, temperature, seed_t,
+                                     tf.constant(0, tf.int64))
+        else:
+            momentum = [tf.zeros(s, d) for s, d in zip(shapes, dtypes)]
+        self._set_momenta(momentum)
+        m = max(config.chain_length, 1)
+        state = SimmeringState(
+            pending_scale=tf.constant(1.0, tf.float64),
+            grad=tuple(tf.convert_to_tensor(g) for g in grads),
+            loss=tf.cast(loss, tf.float64),
+            ke2=_kinetic2(momentum, config.mass),
+            xi=tf.zeros([m], tf.float64),
+            v_xi=tf.zeros([m], tf.float64),
+            step=tf.constant(0, tf.int64),
+            seed=seed_t,
+        )
+        return state, aux
 
-def step(
-    state: SimmeringState,
-    variables: Sequence[tf.Variable],
-    value_and_grad: ValueAndGrad,
-    config: SimmeringConfig,
-) -> tuple[SimmeringState, SimmeringInfo, Any]:
-    """Advance the variables by one time step; returns ``(state, info, aux)``.
+    def _maybe_resample(self, state, temperature):
+        """Redraw all velocities from N(0, T/m) when due; returns (ke2, pending_scale)."""
+        config = self.config
+        if config.resample_every <= 0:
+            return state.ke2, state.pending_scale
 
-    ``value_and_grad()`` is called exactly once, after the variables have moved, and
-    must return ``(loss, grads matching variables, aux)``.
-    """
-    temperature = temperature_at(config, state.step)
-    n_dof = tf.constant(float(num_degrees_of_freedom(variables)), tf.float64)
-    dt = config.dt
-    momentum, ke2 = _maybe_resample(config, state, temperature)
+        def redraw():
+            qs = self.displacement
+            p = _draw_momenta([q.shape for q in qs], [q.dtype for q in qs], config,
+                              temperature, state.seed, state.step)
+            with tf.control_dependencies(self._set_momenta(p)):
+                return _kinetic2(p, config.mass), tf.constant(1.0, tf.float64)
 
-    scale, xi, v_xi = _thermostat(config, ke2, state.xi, state.v_xi, temperature, n_dof)
-    momentum = [p * tf.cast(scale, p.dtype) - (0.5 * dt) * g
-                for p, g in zip(momentum, state.grad)]
-    for var, p in zip(variables, momentum):
-        var.assign_add(p * (dt / config.mass))
+        due = tf.logical_and(state.step > 0, state.step % config.resample_every == 0)
+        return tf.cond(due, redraw, lambda: (state.ke2, state.pending_scale))
 
-    loss, grads, aux = value_and_grad()
-    grads = tuple(tf.convert_to_tensor(g) for g in grads)
-    momentum = [p - (0.5 * dt) * g for p, g in zip(momentum, grads)]
-    ke2 = _kinetic2(momentum, config.mass)
-    scale, xi, v_xi = _thermostat(config, ke2, xi, v_xi, temperature, n_dof)
-    momentum = tuple(p * tf.cast(scale, p.dtype) for p in momentum)
+    def step(self, state: SimmeringState,
+             value_and_grad: ValueAndGrad) -> tuple[SimmeringState, SimmeringInfo, Any]:
+        """Advance the variables by one time step; returns ``(state, info, aux)``.
 
-    new_state = SimmeringState(
-        momentum=momentum,
-        grad=grads,
-        loss=tf.cast(loss, tf.float64),
-        ke2=ke2 * scale * scale,
-        xi=xi,
-        v_xi=v_xi,
-        step=state.step + 1,
-        seed=state.seed,
-    )
-    info = SimmeringInfo(
-        loss=new_state.loss,
-        temperature=temperature,
-        kinetic_temperature=new_state.ke2 / n_dof,
-        conserved_energy=conserved_energy(config, new_state, n_dof),
-        xi1=xi[0],
-    )
-    return new_state, info, aux
+        ``value_and_grad()`` is called exactly once, after the variables have moved,
+        and must return ``(loss, grads matching variables, aux)``.
+        """
+        config = self.config
+        temperature = temperature_at(config, state.step)
+        n_dof = tf.constant(float(self.n_dof), tf.float64)
+        ke2, pending = self._maybe_resample(state, temperature)
+        # kick coefficient in displacement units: q -= (dt/m)(dt/2) g
+        c = config.dt * 0.5 * config.dt / config.mass
+
+        scale, xi, v_xi = _thermostat(config, ke2, state.xi, state.v_xi, temperature, n_dof)
+        factor = pending * scale
+        for var, q, g in zip(self.variables, self.displacement, state.grad):
+            # q ← factor·q − c·g ; θ ← θ + q   (thermostat + kick + drift in one kernel)
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=var.handle, accum=q.handle, lr=tf.constant(c, var.dtype), grad=g,
+                momentum=tf.cast(factor, var.dtype))
+
+        loss, grads, aux = value_and_grad()
+        grads = tuple(tf.convert_to_tensor(g) for g in grads)
+        for q, g in zip(self.displacement, grads):
+            tf.raw_ops.ResourceApplyGradientDescent(
+                var=q.handle, alpha=tf.constant(c, q.dtype), delta=g)
+        qsq = _sum_squares([q.read_value() for q in self.displacement])
+        ke2 = qsq * (config.mass / (config.dt * config.dt))
+        scale, xi, v_xi = _thermostat(config, ke2, xi, v_xi, temperature, n_dof)
+
+        new_state = SimmeringState(
+            pending_scale=scale,
+            grad=grads,
+            loss=tf.cast(loss, tf.float64),
+            ke2=ke2 * scale * scale,
+            xi=xi,
+            v_xi=v_xi,
+            step=state.step + 1,
+            seed=state.seed,
+        )
+        info = SimmeringInfo(
+            loss=new_state.loss,
+            temperature=temperature,
+            kinetic_temperature=new_state.ke2 / n_dof,
+            conserved_energy=conserved_energy(config, new_state, n_dof),
+            xi1=xi[0],
+        )
+        return new_state, info, aux
 
 
 def refresh(state: SimmeringState, value_and_grad: ValueAndGrad) -> tuple[SimmeringState, Any]:
@@ -357,17 +395,16 @@ def sample(
     n_steps: int,
     seed: int = 0,
     trace: Callable[[], tf.Tensor] | None = None,
-    state: SimmeringState | None = None,
-) -> tuple[SimmeringState, SimmeringInfo, tf.Tensor | None]:
+) -> tuple[Simmering, SimmeringState, SimmeringInfo, tf.Tensor | None]:
     """Run ``n_steps`` of Simmering on ``potential()`` in one compiled loop.
 
-    Returns the final state, the stacked per-step :class:`SimmeringInfo` and, when
-    ``trace`` is given, the stacked values of ``trace()`` after every step (e.g. the
-    positions of a small system). Pass ``state`` to continue a previous run.
+    Returns the sampler, the final state, the stacked per-step :class:`SimmeringInfo`
+    and, when ``trace`` is given, the stacked values of ``trace()`` after every step
+    (e.g. the positions of a small system).
     """
     vg = potential_value_and_grad(variables, potential)
-    if state is None:
-        state, _ = init(variables, vg, config, seed)
+    sampler = Simmering(variables, config)
+    state, _ = sampler.init(vg, seed)
 
     @tf.function
     def run(state):
@@ -375,14 +412,14 @@ def sample(
         traces = tf.TensorArray(tf.float32, size=n_steps if trace else 0,
                                 element_shape=None if trace else [])
         for i in tf.range(n_steps):
-            state, info, _ = step(state, variables, vg, config)
+            state, info, _ = sampler.step(state, vg)
             infos = [ta.write(i, x) for ta, x in zip(infos, info)]
             if trace is not None:
                 traces = traces.write(i, tf.cast(trace(), tf.float32))
         return state, SimmeringInfo(*[ta.stack() for ta in infos]), traces.stack()
 
     state, info, traced = run(state)
-    return state, info, (traced if trace is not None else None)
+    return sampler, state, info, (traced if trace is not None else None)
 
 
 def is_finite(info: SimmeringInfo) -> bool:

@@ -37,6 +37,7 @@ logger = logging.getLogger("eae")
 LossFn = Callable[[keras.Model, keras.Model, tuple], tf.Tensor]
 
 LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed")
 
 
 class TrainingDiverged(RuntimeError):
@@ -137,6 +138,7 @@ class EAETrainer:
             beta_2=settings.beta_2, epsilon=settings.epsilon)
         self.optimizer.build(self.dec_vars)
         self.update = 0
+        self.sampler = simmering.Simmering(self.enc_vars, sampler_config)
         self.state: simmering.SimmeringState | None = None
         self._round = tf.function(self._round_impl)
         self._apply = tf.function(self._apply_impl)
@@ -165,7 +167,7 @@ class EAETrainer:
         infos = [tf.TensorArray(tf.float64, size=n) for _ in simmering.SimmeringInfo._fields]
         for i in tf.range(n):
             vg = self._value_and_grad(self._gather(indices[i]))
-            state, info, dec_grads = simmering.step(state, self.enc_vars, vg, self.sampler_config)
+            state, info, dec_grads = self.sampler.step(state, vg)
             if accumulate:
                 acc = [a + g for a, g in zip(acc, dec_grads)]
             infos = [ta.write(i, x) for ta, x in zip(infos, info)]
@@ -184,8 +186,7 @@ class EAETrainer:
         """Initial thermostat state at the encoder's initial weights."""
         idx = batch_indices(self.n_train, self.settings.batch_size, self.settings.seed, 0, 1)[0]
         vg = self._value_and_grad(self._gather(tf.constant(idx)))
-        self.state, _ = simmering.init(self.enc_vars, vg, self.sampler_config,
-                                       seed=[self.settings.seed, 1])
+        self.state, _ = self.sampler.init(vg, seed=[self.settings.seed, 1])
 
     def indices_for(self, first_step: int, n_steps: int) -> tf.Tensor:
         return tf.constant(batch_indices(self.n_train, self.settings.batch_size,
@@ -247,10 +248,10 @@ class EAETrainer:
             for i, v in enumerate(variables):
                 arrays[f"{prefix}/{i}"] = v.numpy()
         s = self.state
-        for field in ("loss", "ke2", "xi", "v_xi", "step", "seed"):
+        for field in STATE_SCALARS:
             arrays[f"state/{field}"] = getattr(s, field).numpy()
-        for i, (p, g) in enumerate(zip(s.momentum, s.grad)):
-            arrays[f"state/momentum/{i}"] = p.numpy()
+        for i, (q, g) in enumerate(zip(self.sampler.displacement, s.grad)):
+            arrays[f"state/displacement/{i}"] = q.numpy()
             arrays[f"state/grad/{i}"] = g.numpy()
         return arrays
 
@@ -271,11 +272,11 @@ class EAETrainer:
                 for i, v in enumerate(variables):
                     v.assign(data[f"{prefix}/{i}"])
             n = len(self.enc_vars)
+            for i, q in enumerate(self.sampler.displacement):
+                q.assign(data[f"state/displacement/{i}"])
             self.state = simmering.SimmeringState(
-                momentum=tuple(tf.constant(data[f"state/momentum/{i}"]) for i in range(n)),
                 grad=tuple(tf.constant(data[f"state/grad/{i}"]) for i in range(n)),
-                **{f: tf.constant(data[f"state/{f}"])
-                   for f in ("loss", "ke2", "xi", "v_xi", "step", "seed")},
+                **{f: tf.constant(data[f"state/{f}"]) for f in STATE_SCALARS},
             )
 
     # -- the loop -------------------------------------------------------------

@@ -81,7 +81,7 @@ def check_harmonic(s: ValidationSettings) -> list[dict]:
     """Equipartition on a quadratic potential: ⟨T_kin⟩ = T and ⟨k x²⟩ = T."""
     k = tf.constant(stiffnesses(s.n_particles))
     x = tf.Variable(tf.zeros(s.n_particles))
-    _, info, kx2 = simmering.sample(
+    _, _, info, kx2 = simmering.sample(
         [x], lambda: 0.5 * tf.reduce_sum(k * x * x), _config(s), s.n_steps, s.seed,
         trace=lambda: tf.reduce_mean(k * x * x))
     start = int(s.burn_in * s.n_steps)
@@ -105,7 +105,7 @@ def sample_double_well(s: ValidationSettings, height: float = 1.0):
     """
     start_at = np.where(np.arange(s.n_particles) % 2 == 0, 1.0, -1.0).astype(np.float32)
     x = tf.Variable(start_at)
-    _, info, xs = simmering.sample(
+    _, _, info, xs = simmering.sample(
         [x], lambda: tf.reduce_sum(double_well(x, height)),
         _config(s, resample_every=s.resample_every), s.n_steps,
         s.seed + 1, trace=lambda: x)
@@ -134,7 +134,7 @@ def energy_error(s: ValidationSettings, dt: float, duration: float = 50.0) -> fl
     k = tf.constant(stiffnesses(n))
     x = tf.Variable(tf.ones(n))
     cfg = _config(s, chain_length=0, dt=dt)
-    _, info, _ = simmering.sample(
+    _, _, info, _ = simmering.sample(
         [x], lambda: tf.reduce_sum(0.5 * k * x * x + 0.1 * x**4), cfg,
         int(round(duration / dt)), s.seed)
     h = info.conserved_energy.numpy()

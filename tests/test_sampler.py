@@ -15,7 +15,7 @@ def harmonic_run(n_steps=20000, chain_length=10, sy_order=3, seed=0, **overrides
     x = tf.Variable(tf.zeros(1000))
     cfg = S.SimmeringConfig(temperature=T, dt=0.05, chain_length=chain_length,
                             sy_order=sy_order, **overrides)
-    _, info, kx2 = S.sample([x], lambda: 0.5 * tf.reduce_sum(k * x * x), cfg, n_steps,
+    _, _, info, kx2 = S.sample([x], lambda: 0.5 * tf.reduce_sum(k * x * x), cfg, n_steps,
                             seed, trace=lambda: tf.reduce_mean(k * x * x))
     return info, kx2.numpy()
 
@@ -57,7 +57,7 @@ def test_annealing_reaches_final_temperature(schedule):
     x = tf.Variable(tf.zeros(500))
     cfg = S.SimmeringConfig(temperature=1.0, final_temperature=0.2, schedule=schedule,
                             anneal_steps=6000, dt=0.05, chain_length=10)
-    _, info, _ = S.sample([x], lambda: 0.5 * tf.reduce_sum(k * x * x), cfg, 12000, 0)
+    _, _, info, _ = S.sample([x], lambda: 0.5 * tf.reduce_sum(k * x * x), cfg, 12000, 0)
     target = info.temperature.numpy()
     assert target[0] == pytest.approx(1.0)
     assert target[-1] == pytest.approx(0.2)
@@ -78,8 +78,9 @@ def test_same_seed_same_trajectory_and_different_seed_differs():
 def test_initial_velocities_follow_temperature_over_mass():
     x = tf.Variable(tf.zeros(200000))
     cfg = S.SimmeringConfig(temperature=0.3, mass=2.0)
-    state, _ = S.init([x], S.potential_value_and_grad([x], lambda: tf.reduce_sum(x)), cfg, 1)
-    velocities = state.momentum[0].numpy() / cfg.mass
+    sampler = S.Simmering([x], cfg)
+    state, _ = sampler.init(S.potential_value_and_grad([x], lambda: tf.reduce_sum(x)), 1)
+    velocities = sampler.momenta(state)[0].numpy() / cfg.mass
     assert velocities.var() == pytest.approx(0.3 / 2.0, rel=0.02)
 
 
@@ -87,11 +88,12 @@ def test_velocity_resampling_happens_on_schedule():
     x = tf.Variable(tf.zeros(10000))
     cfg = S.SimmeringConfig(temperature=1.0, dt=0.01, chain_length=0, resample_every=5)
     vg = S.potential_value_and_grad([x], lambda: 0.0 * tf.reduce_sum(x))
-    state, _ = S.init([x], vg, cfg, 0)
+    sampler = S.Simmering([x], cfg)
+    state, _ = sampler.init(vg, 0)
     momenta = []
     for _ in range(6):
-        state, _, _ = S.step(state, [x], vg, cfg)
-        momenta.append(state.momentum[0].numpy())
+        state, _, _ = sampler.step(state, vg)
+        momenta.append(sampler.momenta(state)[0].numpy())
     # free particles keep their momenta between resamplings; step 5 -> 6 redraws
     np.testing.assert_allclose(momenta[0], momenta[4])
     assert not np.allclose(momenta[4], momenta[5])
@@ -109,9 +111,10 @@ def test_step_calls_value_and_grad_once_and_returns_aux():
         return loss, tape.gradient(loss, [x]), {"extra": 2 * x}
 
     cfg = S.SimmeringConfig(temperature=0.1, dt=0.01)
-    state, _ = S.init([x], vg, cfg, 0)
+    sampler = S.Simmering([x], cfg)
+    state, _ = sampler.init(vg, 0)
     calls.clear()
-    state, info, aux = S.step(state, [x], vg, cfg)
+    state, info, aux = sampler.step(state, vg)
     assert len(calls) == 1
     np.testing.assert_allclose(aux["extra"].numpy(), 2 * x.numpy())
     assert float(info.loss) == pytest.approx(float(tf.reduce_sum(x * x)), rel=1e-6)
@@ -158,7 +161,7 @@ def test_sampled_mlp_loss_sits_above_adam_optimum_and_falls_with_temperature():
             v.assign(w)
         cfg = S.SimmeringConfig(temperature=temperature, dt=0.01, chain_length=10,
                                 resample_every=50)
-        _, info, _ = S.sample(model.trainable_variables, loss_fn, cfg, 4000, seed=1)
+        _, _, info, _ = S.sample(model.trainable_variables, loss_fn, cfg, 4000, seed=1)
         return info.loss.numpy()[1000:].mean()
 
     hot, cold = mean_sampled_loss(1e-3), mean_sampled_loss(1e-4)
