@@ -45,7 +45,7 @@ def write_zarr(
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
+        ds.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3)
         replace_dir(tmp, path)
     finally:
         if tmp.exists():
@@ -69,7 +69,7 @@ def open_zarr(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Zarr store not found: {path}")
-    return xr.open_zarr(path, consolidated=True)
+    return xr.open_zarr(path, consolidated=False)
 
 
 def read_provenance(ds_or_path: xr.Dataset | str | os.PathLike) -> dict[str, Any]:
@@ -77,3 +77,58 @@ def read_provenance(ds_or_path: xr.Dataset | str | os.PathLike) -> dict[str, Any
     ds = ds_or_path if isinstance(ds_or_path, xr.Dataset) else open_zarr(ds_or_path)
     raw = ds.attrs.get(PROVENANCE_ATTR)
     return json.loads(raw) if raw else {}
+
+
+class ZarrStreamWriter:
+    """Write a Zarr store chunk by chunk along one dimension, atomically.
+
+    Data go to a hidden temporary store; :meth:`close` writes the final attrs,
+    consolidates the metadata and renames it into place, so a killed job leaves no
+    store that looks complete. Peak memory is one chunk, however long the stream.
+    """
+
+    def __init__(self, path: str | os.PathLike, append_dim: str,
+                 static: xr.Dataset | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.append_dim = append_dim
+        self.tmp = _tmp_path(self.path)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self._started = False
+        self._static = static
+
+    def append(self, chunk: xr.Dataset) -> None:
+        """Append ``chunk`` (which has ``append_dim``) to the store."""
+        if not self._started:
+            first = chunk if self._static is None else xr.merge([self._static, chunk])
+            for var in first.variables.values():
+                if self.append_dim in var.dims:
+                    var.encoding["chunks"] = tuple(
+                        chunk.sizes[d] if d == self.append_dim else n
+                        for d, n in zip(var.dims, var.shape))
+            first.to_zarr(self.tmp, mode="w", consolidated=False, zarr_format=3)
+            self._started = True
+        else:
+            chunk.to_zarr(self.tmp, append_dim=self.append_dim, consolidated=False)
+
+    def close(self, extra: xr.Dataset | None = None, attrs: Mapping[str, Any] | None = None,
+              provenance: Mapping[str, Any] | None = None) -> Path:
+        """Add final variables (e.g. streaming means) and attrs, then publish."""
+        import zarr  # noqa: PLC0415 (only needed here)
+
+        if not self._started:
+            raise ValueError(f"nothing was written to {self.path}")
+        if extra is not None:
+            extra.to_zarr(self.tmp, mode="a", consolidated=False)
+        group = zarr.open_group(str(self.tmp), mode="r+")
+        all_attrs = dict(attrs or {})
+        if provenance is not None:
+            all_attrs[PROVENANCE_ATTR] = json.dumps(provenance, sort_keys=True, default=str)
+        group.attrs.update(all_attrs)
+        replace_dir(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)

@@ -205,11 +205,18 @@ def _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, half_dt, weights, n_res
             return (ke2_now - n_dof * temperature) / qs[0]
         return (qs[j - 1] * v[j - 1] * v[j - 1] - temperature) / qs[j]
 
+    def damp(x):
+        # Far from equilibrium (a burst of heat, e.g. right after initialisation or a
+        # decoder update) the chain can ask for factors beyond float64's range; the
+        # clip bounds one factor at e^±40, which still empties or refills the kinetic
+        # energy within one step, and keeps every quantity finite.
+        return tf.exp(tf.clip_by_value(x, -40.0, 40.0))
+
     def update(j, d, ke2_now):
         if j == m - 1:
             v[j] = v[j] + 0.5 * d * force(j, ke2_now)
         else:
-            e = tf.exp(-0.25 * d * v[j + 1])
+            e = damp(-0.25 * d * v[j + 1])
             v[j] = (v[j] * e + 0.5 * d * force(j, ke2_now)) * e
 
     for _ in range(n_respa):
@@ -218,7 +225,7 @@ def _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, half_dt, weights, n_res
             ke2_now = ke2 * scale * scale
             for j in reversed(range(m)):
                 update(j, d, ke2_now)
-            scale = scale * tf.exp(-d * v[0])
+            scale = scale * damp(-d * v[0])
             ke2_now = ke2 * scale * scale
             x = [xj + d * vj for xj, vj in zip(x, v)]
             for j in range(m):

@@ -326,3 +326,40 @@ def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
+
+
+# -- the image experiments' stage (MNIST, Frey Faces) ---------------------------------
+def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
+    """An :class:`EAETrainer` for an image dataset store and an experiment config
+    (``cfg`` holds ``model`` and ``eae`` sections). Also returns the loaded splits."""
+    from eae.data import load_split
+    from eae.models import build_from_config
+
+    splits = {name: load_split(data_path, name) for name in ("train", "val", "test")}
+    x_train = splits["train"][0]
+    eae_cfg = cfg["eae"]
+    encoder, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=eae_cfg["train"]["seed"])
+    trainer = EAETrainer(
+        encoder, decoder, [x_train],
+        simmering.SimmeringConfig.from_dict(eae_cfg["sampler"]),
+        TrainSettings.from_dict(eae_cfg["train"]),
+        loss_fn=mse_loss,
+        val_arrays=[splits["val"][0]] if len(splits["val"][0]) else None,
+    )
+    return trainer, splits
+
+
+def train_images_stage(cfg: dict, data_path, out_dir) -> pd.DataFrame:
+    """Stage ``train_eae``: train (or resume) and save encoder.keras / decoder.keras."""
+    from eae.provenance import make_record, now_iso, record_outputs
+
+    started = now_iso()
+    trainer, _ = image_trainer(cfg, data_path)
+    logger.info("EAE: %d training samples, %d encoder steps per decoder update, N_f = %d",
+                trainer.n_train, trainer.steps_per_update, trainer.sampler.n_dof)
+    history = trainer.fit(out_dir)
+    trainer.save_models(out_dir)
+    record = make_record("train_eae", config=cfg, seeds={"train": cfg["eae"]["train"]["seed"]},
+                         inputs=[data_path], started=started)
+    record_outputs(record, [Path(out_dir) / "history.csv"])
+    return history
