@@ -10,6 +10,10 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/validation.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/baselines.smk"
 
 
 rule all:

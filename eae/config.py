@@ -9,6 +9,7 @@ and rejects unknown keys, wrong types and out-of-range values before any job sta
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,27 @@ def load_yaml(path: str | Path) -> Any:
         return yaml.safe_load(fh)
 
 
+def _resolve_pointer(document: Any, pointer: str, ref: str) -> Any:
+    for part in (p for p in pointer.split("/") if p):
+        try:
+            document = document[part.replace("~1", "/").replace("~0", "~")]
+        except (KeyError, TypeError):
+            raise ConfigError(f"schema reference {ref!r}: no {part!r} in the target") from None
+    return document
+
+
 def _inline_refs(node: Any, base: Path) -> Any:
-    """Replace ``{"$ref": "file.yaml"}`` by that file's (recursively inlined) content."""
+    """Replace ``{"$ref": "file.yaml"}`` or ``{"$ref": "file.yaml#/json/pointer"}`` by
+    that (recursively inlined) content; local ``#...`` references are left alone."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if isinstance(ref, str) and not ref.startswith("#"):
-            target = (base / ref).resolve()
+            file_part, _, pointer = ref.partition("#")
+            target = (base / file_part).resolve()
             if not target.exists():
                 raise ConfigError(f"schema reference not found: {ref} (from {base})")
-            inlined = _inline_refs(load_yaml(target), target.parent)
+            document = _resolve_pointer(load_yaml(target), pointer, ref)
+            inlined = _inline_refs(document, target.parent)
             rest = {k: v for k, v in node.items() if k != "$ref"}
             return {**inlined, **_inline_refs(rest, base)}
         return {k: _inline_refs(v, base) for k, v in node.items()}
@@ -89,3 +102,48 @@ def validate_config(config: dict, schema: dict | str | Path = DEFAULT_SCHEMA) ->
         lines = [f"- {_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("Invalid configuration:\n" + "\n".join(lines))
     return filled
+
+
+def _describe_type(sub: dict) -> str:
+    kind = sub.get("type", "")
+    kind = " or ".join(kind) if isinstance(kind, list) else kind
+    if "enum" in sub:
+        kind += " (" + ", ".join(str(v) for v in sub["enum"]) + ")"
+    bounds = []
+    for word, sym in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"),
+                      ("exclusiveMaximum", "<")):
+        if word in sub:
+            bounds.append(f"{sym} {sub[word]}")
+    return kind + (" " + ", ".join(bounds) if bounds else "")
+
+
+def schema_markdown(schema: dict | None = None) -> str:
+    """config/README.md: every key with its type, range, default and description."""
+    schema = schema or load_schema()
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `workflow/schemas/` by `eae config-docs` (a test keeps it in sync).",
+        "`config/config.yaml` is the default run; `config/paper.yaml` the paper's settings;",
+        "`config/test.yaml` the tiny end-to-end check. Omitted keys take these defaults;",
+        "unknown keys, wrong types and out-of-range values stop the run before any job.",
+        "",
+    ]
+
+    def walk(node: dict, path: str, depth: int) -> None:
+        for key, sub in node.get("properties", {}).items():
+            full = f"{path}.{key}" if path else key
+            if sub.get("type") == "object" and "properties" in sub:
+                lines.extend([f"{'#' * min(depth + 2, 6)} `{full}`", "",
+                              " ".join(str(sub.get("description", "")).split()), ""])
+                lines.extend(["| key | type | default | description |", "|---|---|---|---|"])
+                for leaf, leaf_sub in sub["properties"].items():
+                    if not (leaf_sub.get("type") == "object" and "properties" in leaf_sub):
+                        desc = " ".join(str(leaf_sub.get("description", "")).split())
+                        default = json.dumps(leaf_sub.get("default"))
+                        lines.append(f"| `{leaf}` | {_describe_type(leaf_sub)} | `{default}` | {desc} |")
+                lines.append("")
+                walk(sub, full, depth + 1)
+
+    walk(schema, "", 0)
+    return "\n".join(lines).rstrip() + "\n"

@@ -101,19 +101,19 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
 
     started = now_iso()
     trainer, splits = image_trainer(cfg, data_path)
-    trainer.load_checkpoint(Path(train_dir) / "checkpoint.npz")
+    trainer.load_checkpoint(Path(train_dir) / "final_state.npz")
     x_test, labels = splits["test"]
     x_test_t = tf.constant(x_test)
     encode = tf.function(lambda: trainer.encoder(x_test_t, training=False))
-    ens = cfg["eae"]["ensemble"]
+    ens = cfg["ensemble"]
     static = xr.Dataset(
         {"labels": ("sample", labels)} if labels is not None else {},
         coords={"sample": np.arange(len(x_test)),
-                "latent": np.arange(int(trainer.encoder.output_shape[-1]))},
+                "unit": np.arange(int(trainer.encoder.output_shape[-1]))},
     )
-    record = lambda: {"latent": (("sample", "latent"), encode().numpy())}  # noqa: E731
-    provenance = make_record("ensemble", config=cfg, seeds={"train": cfg["eae"]["train"]["seed"]},
-                             inputs=[data_path, Path(train_dir) / "checkpoint.npz"],
+    record = lambda: {"latent": (("sample", "unit"), encode().numpy())}  # noqa: E731
+    provenance = make_record("ensemble", config=cfg, seeds={"train": cfg["train"]["seed"]},
+                             inputs=[data_path, Path(train_dir) / "final_state.npz"],
                              started=started)
     return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
                            chunk_members=ens["chunk_members"], mean_of=("latent",),

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import xarray as xr
 
 PROVENANCE_ATTR = "provenance"
+
+# Snakemake marks directory() outputs with a timestamp file that zarr does not know.
+warnings.filterwarnings("ignore", message="Object at .snakemake_timestamp")
 
 
 def _tmp_path(path: Path) -> Path:

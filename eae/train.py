@@ -242,7 +242,8 @@ class EAETrainer:
 
     # -- checkpoints ----------------------------------------------------------
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"update": np.array(self.update)}
+        arrays = {"update": np.array(self.update),
+                  "fingerprint": np.array(getattr(self, "fingerprint", ""))}
         for prefix, variables in (("enc", self.encoder.weights), ("dec", self.decoder.weights),
                                   ("opt", self.optimizer.variables)):
             for i, v in enumerate(variables):
@@ -280,18 +281,27 @@ class EAETrainer:
             )
 
     # -- the loop -------------------------------------------------------------
-    def fit(self, out_dir: str | os.PathLike, stop_after: int | None = None) -> pd.DataFrame:
-        """Train to ``decoder_updates``, resuming from ``out_dir/checkpoint.npz``.
+    def fit(self, out_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None,
+            stop_after: int | None = None, fingerprint: str = "") -> pd.DataFrame:
+        """Train to ``decoder_updates``, resuming from ``checkpoint_dir/checkpoint.npz``.
 
         Writes ``history.csv`` (one row per decoder update) and the checkpoint after
-        every update. ``stop_after`` ends this call after that many updates (tests use
-        it to simulate a killed job).
+        every update; the history is kept beside the checkpoint too, so both survive
+        a workflow manager deleting an incomplete ``out_dir``. ``stop_after`` ends this
+        call after that many updates (tests use it to simulate a killed job). A
+        checkpoint whose ``fingerprint`` (e.g. a hash of config and data) differs from
+        this run's is ignored, so a changed setting never resumes a stale run.
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        ckpt, hist_path = out / "checkpoint.npz", out / "history.csv"
+        ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        ckpt, hist_path = ckpt_dir / "checkpoint.npz", ckpt_dir / "history.csv"
         rows: list[dict] = []
-        if ckpt.exists():
+        self.fingerprint = fingerprint
+        if ckpt.exists() and _checkpoint_fingerprint(ckpt) != fingerprint:
+            logger.warning("ignoring checkpoint %s: made with other settings or data", ckpt)
+        elif ckpt.exists():
             self.load_checkpoint(ckpt)
             if hist_path.exists():
                 rows = pd.read_csv(hist_path).to_dict("records")[: self.update]
@@ -306,12 +316,31 @@ class EAETrainer:
             _write_csv_atomic(pd.DataFrame(rows), hist_path)
             done_now += 1
             progress.update(self.update, _summary(row), force=self.update in (1, total))
-        return pd.DataFrame(rows)
+        history = pd.DataFrame(rows)
+        if hist_path.parent != out:
+            _write_csv_atomic(history, out / "history.csv")
+        return history
 
     def save_models(self, out_dir: str | os.PathLike) -> None:
+        """encoder.keras, decoder.keras and final_state.npz (the full training state,
+        from which ensemble sampling continues the chain)."""
         out = Path(out_dir)
         self.encoder.save(out / "encoder.keras")
         self.decoder.save(out / "decoder.keras")
+        self.save_checkpoint(out / "final_state.npz")
+
+
+def _checkpoint_fingerprint(path: Path) -> str:
+    with np.load(path) as data:
+        return str(data["fingerprint"]) if "fingerprint" in data else ""
+
+
+def config_fingerprint(*parts) -> str:
+    """A short hash of JSON-serialisable settings and input checksums."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _summary(row: dict) -> str:
@@ -330,36 +359,38 @@ def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 # -- the image experiments' stage (MNIST, Frey Faces) ---------------------------------
 def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
-    """An :class:`EAETrainer` for an image dataset store and an experiment config
-    (``cfg`` holds ``model`` and ``eae`` sections). Also returns the loaded splits."""
+    """An :class:`EAETrainer` for an image dataset store and an EAE config block
+    (``model``, ``sampler``, ``train`` sections). Also returns the loaded splits."""
     from eae.data import load_split
     from eae.models import build_from_config
 
     splits = {name: load_split(data_path, name) for name in ("train", "val", "test")}
     x_train = splits["train"][0]
-    eae_cfg = cfg["eae"]
-    encoder, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=eae_cfg["train"]["seed"])
+    encoder, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=cfg["train"]["seed"])
     trainer = EAETrainer(
         encoder, decoder, [x_train],
-        simmering.SimmeringConfig.from_dict(eae_cfg["sampler"]),
-        TrainSettings.from_dict(eae_cfg["train"]),
+        simmering.SimmeringConfig.from_dict(cfg["sampler"]),
+        TrainSettings.from_dict(cfg["train"]),
         loss_fn=mse_loss,
         val_arrays=[splits["val"][0]] if len(splits["val"][0]) else None,
     )
     return trainer, splits
 
 
-def train_images_stage(cfg: dict, data_path, out_dir) -> pd.DataFrame:
-    """Stage ``train_eae``: train (or resume) and save encoder.keras / decoder.keras."""
+def train_images_stage(cfg: dict, data_path, out_dir, checkpoint_dir=None) -> pd.DataFrame:
+    """Stage ``train_eae``: train (or resume from ``checkpoint_dir``) and save the models."""
     from eae.provenance import make_record, now_iso, record_outputs
 
     started = now_iso()
     trainer, _ = image_trainer(cfg, data_path)
     logger.info("EAE: %d training samples, %d encoder steps per decoder update, N_f = %d",
                 trainer.n_train, trainer.steps_per_update, trainer.sampler.n_dof)
-    history = trainer.fit(out_dir)
+    from eae.provenance import sha256_path
+
+    fingerprint = config_fingerprint(cfg, sha256_path(data_path))
+    history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
     trainer.save_models(out_dir)
-    record = make_record("train_eae", config=cfg, seeds={"train": cfg["eae"]["train"]["seed"]},
+    record = make_record("train_eae", config=cfg, seeds={"train": cfg["train"]["seed"]},
                          inputs=[data_path], started=started)
     record_outputs(record, [Path(out_dir) / "history.csv"])
     return history

@@ -1,0 +1,25 @@
+# Ensemble sampling: decoder frozen, M encoder samples -> test-set latents in Zarr.
+
+
+rule ensemble:
+    input:
+        data="results/data/{dataset}.zarr",
+        model="results/{dataset}/eae/model",
+    output:
+        directory("results/{dataset}/eae/ensemble.zarr"),
+    params:
+        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
+    log:
+        "results/logs/{dataset}/ensemble.log",
+    benchmark:
+        "results/benchmarks/{dataset}/ensemble.tsv"
+    wildcard_constraints:
+        dataset="mnist|frey",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/ensemble.py"

@@ -1,0 +1,28 @@
+# EAE training (Algorithm 1) of the image experiments: results/{dataset}/eae/model/.
+# The checkpoint lives outside the directory() output, in results/checkpoints/, because
+# Snakemake deletes the outputs of an incomplete job before rerunning it; a checkpoint
+# made with other settings or data is ignored, so it never resumes a stale run.
+
+
+rule train_eae:
+    input:
+        data="results/data/{dataset}.zarr",
+    output:
+        directory("results/{dataset}/eae/model"),
+    params:
+        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
+        checkpoint_dir="results/checkpoints/{dataset}/eae",
+    log:
+        "results/logs/{dataset}/train_eae.log",
+    benchmark:
+        "results/benchmarks/{dataset}/train_eae.tsv"
+    wildcard_constraints:
+        dataset="mnist|frey",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/train_eae.py"

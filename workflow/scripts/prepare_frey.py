@@ -1,0 +1,15 @@
+"""Snakemake script: rule prepare_frey -> results/data/frey.zarr."""
+
+from eae.data import prepare_frey
+from eae.progress import setup_logging
+
+logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+try:
+    prepare_frey(
+        dict(snakemake.params.cfg),  # noqa: F821
+        snakemake.output[0],  # noqa: F821
+        resources_dir=snakemake.params.resources,  # noqa: F821
+    )
+except Exception:
+    logger.exception("prepare_frey failed")
+    raise

@@ -1,0 +1,12 @@
+"""Snakemake wrapper: rule train_eae (see eae.train.train_images_stage)."""
+
+from eae.progress import setup_logging
+from eae.train import train_images_stage
+
+setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+train_images_stage(
+    dict(snakemake.params.cfg),  # noqa: F821
+    snakemake.input.data,  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    checkpoint_dir=snakemake.params.checkpoint_dir,  # noqa: F821
+)
