@@ -81,11 +81,12 @@ def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def source_hash(modules: Iterable[str] | None = None) -> str:
-    """sha256 over the eae source files (all of them, or the named modules' files)."""
+    """sha256 over the eae source files: all of them, or those the named modules run
+    (their import closure, see :func:`module_closure`)."""
     if modules is None:
         files = sorted(PACKAGE_ROOT.rglob("*.py"))
     else:
-        files = sorted(PACKAGE_ROOT / (m.replace(".", "/") + ".py") for m in modules)
+        files = module_closure(*modules)
     digest = hashlib.sha256()
     for file in files:
         digest.update(str(file.relative_to(PACKAGE_ROOT)).encode())
@@ -126,14 +127,20 @@ def make_record(
     inputs: Iterable[str | os.PathLike] = (),
     started: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    modules: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-serialisable provenance record for one stage's output."""
+    """A JSON-serialisable provenance record for one stage's output.
+
+    ``modules``: the eae modules the stage runs (their import closure is hashed);
+    None hashes the whole package.
+    """
     record = {
         "stage": stage,
         "config": json.loads(json.dumps(dict(config or {}), default=str)),
         "seeds": dict(seeds or {}),
         "git": git_state(),
-        "eae_source_sha256": source_hash(),
+        "eae_source_sha256": source_hash(modules),
+        "eae_modules": sorted(modules) if modules else "all",
         "packages": package_versions(),
         "python": platform.python_version(),
         "device": device_description(),
@@ -173,3 +180,35 @@ def record_outputs(record: Mapping[str, Any], outputs: Iterable[str | os.PathLik
         rec = dict(record)
         rec["output"] = {"path": str(out), "sha256": sha256_path(out)}
         write_sidecar(rec, sidecar_path(out))
+
+
+def module_closure(*modules: str) -> list[Path]:
+    """Source files of the named ``eae`` modules and every ``eae`` module they import,
+    directly or lazily inside functions (found by parsing, without importing).
+
+    The workflow lists these as inputs of a rule, so editing a module reruns exactly
+    the stages that run it, and the provenance hashes exactly the code a stage ran.
+    """
+    import ast
+
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == "eae" or name.startswith("eae.")):
+            continue
+        rel = name.split(".")[1:]
+        path = PACKAGE_ROOT.joinpath(*rel).with_suffix(".py") if rel else PACKAGE_ROOT / "__init__.py"
+        if not path.exists():
+            package = PACKAGE_ROOT.joinpath(*rel) / "__init__.py"
+            if not package.exists():
+                continue
+            path = package
+        seen[name] = path
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                todo.append(node.module)
+                todo += [f"{node.module}.{alias.name}" for alias in node.names]
+    return sorted(set(seen.values()))

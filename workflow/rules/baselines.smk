@@ -13,14 +13,10 @@ wildcard_constraints:
     model="vae|ae",
 
 
-def baseline_cfg(wildcards):
-    """The config block that one baseline job depends on (its change reruns the job)."""
-    return config[wildcards.dataset][wildcards.model]
-
-
 rule train_baseline:
     input:
         data="results/data/{dataset}.zarr",
+        code=eae_sources("eae.baselines"),
     output:
         directory("results/{dataset}/{model}"),
     log:
@@ -29,6 +25,8 @@ rule train_baseline:
         "results/benchmarks/{dataset}/train_{model}.tsv"
     wildcard_constraints:
         dataset="mnist|frey",
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=8000,

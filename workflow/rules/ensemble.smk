@@ -5,21 +5,22 @@ rule ensemble:
     input:
         data="results/data/{dataset}.zarr",
         model="results/{dataset}/eae/model",
+        code=eae_sources("eae.ensemble"),
     output:
         directory("results/{dataset}/eae/ensemble.zarr"),
-    params:
-        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
     log:
         "results/logs/{dataset}/ensemble.log",
     benchmark:
         "results/benchmarks/{dataset}/ensemble.tsv"
     wildcard_constraints:
         dataset="mnist|frey",
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=8000,
         gpu=1,
-    conda:
-        "../../environment.yml"
+    params:
+        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
     script:
         "../scripts/ensemble.py"

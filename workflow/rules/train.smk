@@ -7,22 +7,23 @@
 rule train_eae:
     input:
         data="results/data/{dataset}.zarr",
+        code=eae_sources("eae.train"),
     output:
         directory("results/{dataset}/eae/model"),
-    params:
-        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
-        checkpoint_dir="results/checkpoints/{dataset}/eae",
     log:
         "results/logs/{dataset}/train_eae.log",
     benchmark:
         "results/benchmarks/{dataset}/train_eae.tsv"
     wildcard_constraints:
         dataset="mnist|frey",
+    conda:
+        "../../environment.yml"
     threads: 2
     resources:
         mem_mb=8000,
         gpu=1,
-    conda:
-        "../../environment.yml"
+    params:
+        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
+        checkpoint_dir="results/checkpoints/{dataset}/eae",
     script:
         "../scripts/train_eae.py"

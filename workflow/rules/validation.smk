@@ -1,4 +1,6 @@
 rule validation:
+    input:
+        code=eae_sources("eae.validation"),
     output:
         csv="results/validation/sampler.csv",
         figure="results/figures/validation_sampler.png",
