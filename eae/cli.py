@@ -33,6 +33,19 @@ def _check_config(args) -> int:
     return 0
 
 
+def _provenance(args) -> int:
+    from eae.provenance import find_record, format_chain
+
+    if args.json:
+        import json
+
+        record = find_record(args.path)
+        print(json.dumps(record, indent=2, sort_keys=True))
+        return 0 if record else 1
+    print(format_chain(args.path))
+    return 0
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
@@ -52,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate config files (later ones override)")
     check.add_argument("files", nargs="+")
     check.set_defaults(func=_check_config)
+    prov = sub.add_parser("provenance", help="print what made a result, and its inputs, recursively")
+    prov.add_argument("path", help="a table, figure, Zarr store or model directory under results/")
+    prov.add_argument("--json", action="store_true", help="print the full record as JSON")
+    prov.set_defaults(func=_provenance)
     return parser
 
 

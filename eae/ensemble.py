@@ -42,7 +42,8 @@ def sample_ensemble(
     Per member the store holds what ``record`` returns plus ``loss`` (mini-batch loss
     at the sample) and ``kinetic_temperature``; ``<name>_mean`` (ensemble mean, over
     members) is added for each name in ``mean_of``. ``static`` variables (coords,
-    labels) are written once.
+    labels) are written once. ``provenance`` may be a callable, evaluated at the end
+    (so its finish time is the store's).
     """
     if trainer.state is None:
         trainer.initialize()
@@ -73,7 +74,7 @@ def sample_ensemble(
                             for name in mean_of})
         return writer.close(extra=means if mean_of else None,
                             attrs={"n_members": n_members, "thin": thin},
-                            provenance=provenance)
+                            provenance=provenance() if callable(provenance) else provenance)
     except BaseException:
         writer.abort()
         raise
@@ -112,9 +113,12 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
                 "unit": np.arange(int(trainer.encoder.output_shape[-1]))},
     )
     record = lambda: {"latent": (("sample", "unit"), encode().numpy())}  # noqa: E731
-    provenance = make_record("ensemble", config=cfg, seeds={"train": cfg["train"]["seed"]},
-                             inputs=[data_path, Path(train_dir) / "final_state.npz"],
-                             started=started)
+
+    def provenance():
+        return make_record("ensemble", config=cfg, seeds={"train": cfg["train"]["seed"]},
+                           inputs=[data_path, train_dir], started=started,
+                           modules=["eae.ensemble"])
+
     return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
                            chunk_members=ens["chunk_members"], mean_of=("latent",),
                            static=static, provenance=provenance)

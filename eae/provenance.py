@@ -212,3 +212,63 @@ def module_closure(*modules: str) -> list[Path]:
                 todo.append(node.module)
                 todo += [f"{node.module}.{alias.name}" for alias in node.names]
     return sorted(set(seen.values()))
+
+
+def find_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The provenance record of a result: a Zarr store's attrs, the sidecar under
+    results/provenance/, or a ``provenance.json`` inside an output directory."""
+    path = Path(path)
+    if (path / "zarr.json").exists():
+        from eae.io import read_provenance
+
+        return read_provenance(path) or None
+    for candidate in (sidecar_path(path), path / "provenance.json",
+                      path.with_name(path.name + ".provenance.json")):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
+def provenance_chain(path: str | os.PathLike, depth: int = 0, seen: set | None = None):
+    """Yield ``(depth, path, record, changed)`` for a result and, recursively, its
+    inputs. ``changed`` is True when an input's file no longer has the sha256 that
+    the downstream record saw."""
+    seen = set() if seen is None else seen
+    key = str(Path(path).resolve())
+    if key in seen:
+        return
+    seen.add(key)
+    record = find_record(path)
+    yield depth, str(path), record, False
+    if not record:
+        return
+    for inp, digest in (record.get("inputs") or {}).items():
+        changed = Path(inp).exists() and sha256_path(inp) != digest
+        sub = list(provenance_chain(inp, depth + 1, seen))
+        if sub:
+            d, p, r, _ = sub[0]
+            yield d, p, r, changed
+            yield from sub[1:]
+
+
+def format_chain(path: str | os.PathLike) -> str:
+    """Human-readable provenance chain of a result (``eae provenance PATH``)."""
+    lines = []
+    for depth, p, record, changed in provenance_chain(path):
+        pad = "  " * depth
+        if record is None:
+            lines.append(f"{pad}{p}: no provenance record (a source file or external input)")
+            continue
+        git = record.get("git") or {}
+        dirty = " (dirty tree)" if git.get("dirty") else ""
+        lines.append(f"{pad}{p}")
+        lines.append(f"{pad}  stage {record.get('stage')}, {record.get('started')} → "
+                     f"{record.get('finished')}, {record.get('device')}")
+        lines.append(f"{pad}  git {str(git.get('commit'))[:12]}{dirty}, eae source "
+                     f"{str(record.get('eae_source_sha256'))[:12]}, seeds {record.get('seeds')}")
+        pk = record.get("packages") or {}
+        lines.append(f"{pad}  " + ", ".join(f"{k} {v}" for k, v in pk.items()
+                                            if k in ("tensorflow", "numpy", "xarray", "zarr")))
+        if changed:
+            lines.append(f"{pad}  WARNING: this input changed since the downstream result was made")
+    return "\n".join(lines)

@@ -391,6 +391,6 @@ def train_images_stage(cfg: dict, data_path, out_dir, checkpoint_dir=None) -> pd
     history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
     trainer.save_models(out_dir)
     record = make_record("train_eae", config=cfg, seeds={"train": cfg["train"]["seed"]},
-                         inputs=[data_path], started=started)
-    record_outputs(record, [Path(out_dir) / "history.csv"])
+                         inputs=[data_path], started=started, modules=["eae.train"])
+    record_outputs(record, [Path(out_dir), Path(out_dir) / "history.csv"])
     return history
