@@ -43,6 +43,8 @@ def all_targets():
             model=["vae", "ae"],
         )
         targets.append(f"results/{dataset}/eae/ensemble.zarr")
+    if config["rd"]["enabled"]:
+        targets.append("results/rd/dataset.zarr")
     return targets
 
 

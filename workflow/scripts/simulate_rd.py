@@ -1,0 +1,11 @@
+"""Snakemake script: rule simulate_rd -> results/rd/simulation.zarr."""
+
+from eae.progress import setup_logging
+from eae.simulate import simulate_stage
+
+logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+try:
+    simulate_stage(dict(snakemake.params.cfg), snakemake.output[0])  # noqa: F821
+except Exception:
+    logger.exception("simulate_rd failed")
+    raise
