@@ -10,10 +10,10 @@ from eae.io import open_zarr, read_provenance
 pytestmark = pytest.mark.slow
 
 
-def snakemake(repo_root, workdir, *args, check=True):
+def snakemake(repo_root, workdir, *args, check=True, extra_configs=()):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"),
            "-d", str(workdir), "--configfile", str(repo_root / "config" / "test.yaml"),
-           str(workdir / "local.yaml"), *args]
+           str(workdir / "local.yaml"), *map(str, extra_configs), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-4000:] + result.stderr[-6000:])
@@ -49,3 +49,54 @@ def test_every_stage_produces_its_outputs(workflow_run):
 def test_rerun_plans_nothing_when_nothing_changed(repo_root, workflow_run):
     result = snakemake(repo_root, workflow_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """{rule: count} from the 'Job stats' table of a dry run."""
+    jobs, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table, jobs = True, {}
+            continue
+        parts = line.split()
+        if in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                in_table = False
+            else:
+                jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def plan_after_config_change(repo_root, workdir, yaml_text):
+    change = workdir / "change.yaml"
+    change.write_text(yaml_text)
+    result = snakemake(repo_root, workdir, "-n", extra_configs=[change])
+    return planned_jobs(result.stdout + result.stderr)
+
+
+def test_config_change_reruns_only_that_stage_and_downstream(repo_root, workflow_run):
+    jobs = plan_after_config_change(repo_root, workflow_run,
+                                    "mnist:\n  eae:\n    ensemble:\n      members: 7\n")
+    assert jobs.get("ensemble") == 1
+    assert "train_eae" not in jobs and "train_baseline" not in jobs
+    assert "prepare_mnist" not in jobs and "validation" not in jobs
+
+    jobs = plan_after_config_change(repo_root, workflow_run, "mnist:\n  vae:\n    epochs: 3\n")
+    assert jobs.get("train_baseline") == 1
+    assert "train_eae" not in jobs and "ensemble" not in jobs
+
+
+def test_editing_a_module_reruns_the_stages_that_use_it(repo_root, workflow_run):
+    import os
+
+    # Snakemake compares checksums of inputs, so the edit must change the content
+    module = repo_root / "eae" / "ensemble.py"
+    original, stat = module.read_bytes(), module.stat()
+    try:
+        module.write_bytes(original + b"\n# an edit\n")
+        jobs = planned_jobs(snakemake(repo_root, workflow_run, "-n").stdout)
+    finally:
+        module.write_bytes(original)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs.get("ensemble") == 2  # mnist and frey
+    assert "train_eae" not in jobs and "train_baseline" not in jobs

@@ -69,3 +69,8 @@ def frey_raw_input(wildcards):
 def baseline_cfg(wildcards):
     """The config block that one baseline job depends on (its change reruns the job)."""
     return config[wildcards.dataset][wildcards.model]
+
+
+def eae_training_cfg(dataset):
+    """The part of an EAE block that training depends on (not the ensemble settings)."""
+    return {k: v for k, v in config[dataset]["eae"].items() if k != "ensemble"}

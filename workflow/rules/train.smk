@@ -23,7 +23,7 @@ rule train_eae:
         mem_mb=8000,
         gpu=1,
     params:
-        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
+        cfg=lambda wildcards: eae_training_cfg(wildcards.dataset),
         checkpoint_dir="results/checkpoints/{dataset}/eae",
     script:
         "../scripts/train_eae.py"
