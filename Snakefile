@@ -14,6 +14,8 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/baselines.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/prepare_rd.smk"
 

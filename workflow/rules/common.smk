@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from eae.config import ConfigError, validate_config
+from eae.metrics import analysis_inputs
 from eae.provenance import module_closure
 
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
@@ -43,6 +44,7 @@ def all_targets():
             model=["vae", "ae"],
         )
         targets.append(f"results/{dataset}/eae/ensemble.zarr")
+    targets += image_analysis_targets()
     if config["rd"]["enabled"]:
         targets.append("results/rd/dataset.zarr")
     return targets
@@ -74,3 +76,24 @@ def baseline_cfg(wildcards):
 def eae_training_cfg(dataset):
     """The part of an EAE block that training depends on (not the ensemble settings)."""
     return {k: v for k, v in config[dataset]["eae"].items() if k != "ensemble"}
+
+
+def analysis_input_files(wildcards):
+    """Data store, trained models and EAE ensemble of the models config["analysis"] names."""
+    return analysis_inputs(wildcards.dataset, config["analysis"]["models"])
+
+
+def image_analysis_targets():
+    """Table 1 and the image figures for the enabled datasets (interpolation: MNIST only)."""
+    datasets = enabled_image_datasets()
+    if not datasets:
+        return []
+    targets = ["results/tables/table1.csv", "results/tables/table1.md"]
+    for dataset in datasets:
+        targets += [
+            f"results/figures/{dataset}_latent_densities.png",
+            f"results/figures/{dataset}_samples.png",
+        ]
+        if dataset == "mnist":
+            targets.append(f"results/figures/{dataset}_interpolation.png")
+    return targets

@@ -1,0 +1,51 @@
+# Figures of the image experiments (SPEC §3.2, paper Figs 2 and 5), under results/figures/:
+# {dataset}_latent_densities.png and {dataset}_samples.png for every image dataset, and
+# {dataset}_interpolation.png for labelled ones (MNIST). Settings: config["analysis"].
+# Uses analysis_input_files from metrics.smk (include that first).
+
+
+rule figures_images:
+    input:
+        unpack(analysis_input_files),
+        code=eae_sources("eae.figures"),
+    output:
+        densities="results/figures/{dataset}_latent_densities.png",
+        samples="results/figures/{dataset}_samples.png",
+    log:
+        "results/logs/{dataset}/figures_images.log",
+    benchmark:
+        "results/benchmarks/{dataset}/figures_images.tsv"
+    wildcard_constraints:
+        dataset="mnist|frey",
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+    params:
+        cfg=config["analysis"],
+    script:
+        "../scripts/figures_images.py"
+
+
+rule figure_interpolation:
+    input:
+        unpack(analysis_input_files),
+        code=eae_sources("eae.figures"),
+    output:
+        interpolation="results/figures/{dataset}_interpolation.png",
+    log:
+        "results/logs/{dataset}/figure_interpolation.log",
+    benchmark:
+        "results/benchmarks/{dataset}/figure_interpolation.tsv"
+    wildcard_constraints:
+        dataset="mnist",  # needs class labels (Frey Faces has none)
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        cfg=config["analysis"],
+    script:
+        "../scripts/figures_images.py"

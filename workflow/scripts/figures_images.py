@@ -1,0 +1,18 @@
+"""Snakemake wrapper: rules figures_images and figure_interpolation (see eae.figures).
+
+The rule's named outputs (densities, samples, interpolation) say which figures to draw."""
+
+from eae.figures import figures_stage
+from eae.progress import setup_logging
+
+logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+try:
+    figures_stage(
+        snakemake.wildcards.dataset,  # noqa: F821
+        dict(snakemake.params.cfg),  # noqa: F821
+        dict(snakemake.output.items()),  # noqa: F821
+        paths={k: v for k, v in snakemake.input.items() if k != "code"},  # noqa: F821
+    )
+except Exception:
+    logger.exception("figures %s failed", snakemake.wildcards.dataset)  # noqa: F821
+    raise

@@ -1,0 +1,16 @@
+"""Snakemake wrapper: rule metrics -> results/{dataset}/metrics.csv (see eae.metrics)."""
+
+from eae.metrics import metrics_stage
+from eae.progress import setup_logging
+
+logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+try:
+    metrics_stage(
+        snakemake.wildcards.dataset,  # noqa: F821
+        dict(snakemake.params.cfg),  # noqa: F821
+        snakemake.output[0],  # noqa: F821
+        paths={k: v for k, v in snakemake.input.items() if k != "code"},  # noqa: F821
+    )
+except Exception:
+    logger.exception("metrics %s failed", snakemake.wildcards.dataset)  # noqa: F821
+    raise
