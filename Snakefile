@@ -8,6 +8,9 @@ min_version("9.11")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/validation.smk"
 include: "workflow/rules/prepare.smk"
@@ -16,6 +19,7 @@ include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/report.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/prepare_rd.smk"
 

@@ -222,8 +222,10 @@ def find_record(path: str | os.PathLike) -> dict[str, Any] | None:
         from eae.io import read_provenance
 
         return read_provenance(path) or None
+    # a file inside an output directory (a saved model) shares the directory's record
     for candidate in (sidecar_path(path), path / "provenance.json",
-                      path.with_name(path.name + ".provenance.json")):
+                      path.with_name(path.name + ".provenance.json"),
+                      sidecar_path(path.parent), path.parent / "provenance.json"):
         if candidate.is_file():
             return json.loads(candidate.read_text())
     return None
@@ -272,3 +274,13 @@ def format_chain(path: str | os.PathLike) -> str:
         if changed:
             lines.append(f"{pad}  WARNING: this input changed since the downstream result was made")
     return "\n".join(lines)
+
+
+def collect_records(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """{path: provenance record} for results and, recursively, their inputs."""
+    records: dict[str, Any] = {}
+    for path in paths:
+        for _, p, record, _ in provenance_chain(path):
+            if record is not None:
+                records.setdefault(p, record)
+    return records

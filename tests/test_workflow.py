@@ -1,5 +1,6 @@
 """End to end: the whole workflow on the tiny config (config/test.yaml)."""
 
+import json
 import subprocess
 import sys
 
@@ -100,3 +101,25 @@ def test_editing_a_module_reruns_the_stages_that_use_it(repo_root, workflow_run)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert jobs.get("ensemble") == 2  # mnist and frey
     assert "train_eae" not in jobs and "train_baseline" not in jobs
+
+
+def test_report_holds_tables_figures_config_and_provenance(repo_root, workflow_run):
+    import zipfile
+
+    snakemake(repo_root, workflow_run, "--report", "results/report.zip")
+    names = zipfile.ZipFile(workflow_run / "results" / "report.zip").namelist()
+    for expected in ("table1.csv", "mnist_interpolation.png", "validation_sampler.png",
+                     "config.resolved.yaml", "provenance.json", "report.html"):
+        assert any(n.endswith(expected) for n in names), expected
+    records = json.loads((workflow_run / "results" / "report" / "provenance.json").read_text())
+    assert any(p.endswith("table1.csv") for p in records)
+    assert any(p.endswith("ensemble.zarr") for p in records)
+
+
+def test_provenance_command_walks_a_table_back_to_the_data(repo_root, workflow_run):
+    result = subprocess.run([sys.executable, "-m", "eae.cli", "provenance",
+                             "results/tables/table1.csv"], cwd=workflow_run,
+                            capture_output=True, text=True, check=True)
+    for stage in ("stage table1", "stage metrics", "stage ensemble", "stage train_eae",
+                  "stage prepare_mnist"):
+        assert stage in result.stdout, (stage, result.stdout)

@@ -32,7 +32,15 @@ def enabled_image_datasets():
 
 
 def all_targets():
-    """Every table and figure the current config asks for."""
+    """Every result the current config asks for, with the report's extras."""
+    return result_targets() + [
+        "results/report/config.resolved.yaml",
+        "results/report/provenance.json",
+    ]
+
+
+def result_targets(wildcards=None):
+    """Every table, figure and store the current config asks for."""
     targets = [
         "results/validation/sampler.csv",
         "results/figures/validation_sampler.png",

@@ -9,8 +9,16 @@ rule figures_images:
         unpack(analysis_input_files),
         code=eae_sources("eae.figures"),
     output:
-        densities="results/figures/{dataset}_latent_densities.png",
-        samples="results/figures/{dataset}_samples.png",
+        densities=report(
+            "results/figures/{dataset}_latent_densities.png",
+            category="Images (MNIST, Frey Faces)",
+            caption="../report/figure_densities.rst",
+        ),
+        samples=report(
+            "results/figures/{dataset}_samples.png",
+            category="Images (MNIST, Frey Faces)",
+            caption="../report/figure_samples.rst",
+        ),
     log:
         "results/logs/{dataset}/figures_images.log",
     benchmark:
@@ -33,7 +41,11 @@ rule figure_interpolation:
         unpack(analysis_input_files),
         code=eae_sources("eae.figures"),
     output:
-        interpolation="results/figures/{dataset}_interpolation.png",
+        interpolation=report(
+            "results/figures/{dataset}_interpolation.png",
+            category="Images (MNIST, Frey Faces)",
+            caption="../report/figure_interpolation.rst",
+        ),
     log:
         "results/logs/{dataset}/figure_interpolation.log",
     benchmark:

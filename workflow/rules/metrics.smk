@@ -35,7 +35,11 @@ rule table1:
         ),
         code=eae_sources("eae.metrics"),
     output:
-        csv="results/tables/table1.csv",
+        csv=report(
+            "results/tables/table1.csv",
+            category="Images (MNIST, Frey Faces)",
+            caption="../report/table1.rst",
+        ),
         md="results/tables/table1.md",
     log:
         "results/logs/table1.log",

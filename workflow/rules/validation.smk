@@ -2,8 +2,16 @@ rule validation:
     input:
         code=eae_sources("eae.validation"),
     output:
-        csv="results/validation/sampler.csv",
-        figure="results/figures/validation_sampler.png",
+        csv=report(
+            "results/validation/sampler.csv",
+            category="Sampler validation",
+            caption="../report/validation.rst",
+        ),
+        figure=report(
+            "results/figures/validation_sampler.png",
+            category="Sampler validation",
+            caption="../report/validation_figure.rst",
+        ),
     log:
         f"{LOGS}/validation.log",
     benchmark:

@@ -1,0 +1,45 @@
+# What `snakemake --report results/report.zip` adds beside the tables and figures: the
+# resolved configuration and every provenance record (the report renders neither itself).
+
+
+rule resolved_config:
+    input:
+        code=eae_sources("eae.config"),
+    output:
+        report(
+            "results/report/config.resolved.yaml",
+            category="Provenance",
+            caption="../report/config.rst",
+        ),
+    log:
+        f"{LOGS}/resolved_config.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=500,
+    params:
+        cfg=config,
+    script:
+        "../scripts/resolved_config.py"
+
+
+rule provenance_records:
+    input:
+        code=eae_sources("eae.provenance"),
+        results=result_targets,
+    output:
+        report(
+            "results/report/provenance.json",
+            category="Provenance",
+            caption="../report/provenance.rst",
+        ),
+    log:
+        f"{LOGS}/provenance_records.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/provenance_records.py"
