@@ -20,6 +20,7 @@ include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/archive.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/prepare_rd.smk"
 

@@ -46,6 +46,32 @@ def _provenance(args) -> int:
     return 0
 
 
+def _archive_verify(args) -> int:
+    from eae.archive import verify_archive
+
+    report = verify_archive(args.path)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _archive_build(args) -> int:
+    from eae.archive import DEFAULT_EXCLUDE, ArchiveError, build_archive
+    from eae.config import ConfigError, load_yaml, validate_config
+
+    merged: dict = {}
+    for path in args.config:
+        merged = _merge(merged, load_yaml(path) or {})
+    try:
+        config = validate_config(merged) if args.config else {}
+        manifest = build_archive(args.results, args.output, config,
+                                 exclude=tuple(DEFAULT_EXCLUDE) + tuple(args.exclude))
+    except (ConfigError, ArchiveError) as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{args.output}: {manifest['n_files']} files, {manifest['total_bytes']} bytes")
+    return 0
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
@@ -69,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("path", help="a table, figure, Zarr store or model directory under results/")
     prov.add_argument("--json", action="store_true", help="print the full record as JSON")
     prov.set_defaults(func=_provenance)
+    arch = sub.add_parser("archive", help="build or verify a results tarball with a sha256 manifest")
+    arch_sub = arch.add_subparsers(dest="archive_command", required=True)
+    verify = arch_sub.add_parser("verify", help="check an archive against its manifest "
+                                 "(exit code 1 on any missing, altered or unexpected file)")
+    verify.add_argument("path", help="the .tar.gz written by the `archive` rule, or the "
+                        "folder it was extracted to")
+    verify.set_defaults(func=_archive_verify)
+    build = arch_sub.add_parser("build", help="archive a results directory (the `archive` "
+                                "rule does this within the workflow)")
+    build.add_argument("--results", default="results", help="results directory (default: results)")
+    build.add_argument("-o", "--output", default="results/archive/eae-results.tar.gz",
+                       help="tarball to write (default: results/archive/eae-results.tar.gz)")
+    build.add_argument("--config", nargs="*", default=[], metavar="FILE",
+                       help="config files (later ones override); validated, stored with "
+                       "defaults as config.resolved.yaml")
+    build.add_argument("--exclude", nargs="*", default=[], metavar="REL",
+                       help="further paths below the results directory to leave out "
+                       "(checkpoints/ and archive/ always are)")
+    build.set_defaults(func=_archive_build)
     return parser
 
 
