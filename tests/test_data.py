@@ -409,11 +409,8 @@ def test_prepare_rules_run_in_snakemake(tmp_path):
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
-        from eae.config import validate_config
         configfile: "config.yaml"
-        _cfg = validate_config(config, "{SCHEMA}")
-        config.clear()
-        config.update(_cfg)
+        include: "{ROOT / 'workflow' / 'rules' / 'common.smk'}"
         include: "{ROOT / 'workflow' / 'rules' / 'prepare.smk'}"
         rule all:
             input: "results/data/mnist.zarr", "results/data/frey.zarr"

@@ -163,11 +163,8 @@ def test_rd_rules_run_in_snakemake(tmp_path):
     pytest.importorskip("snakemake")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CI_CONFIG))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
-        from eae.config import validate_config
         configfile: "config.yaml"
-        _cfg = validate_config(validate_config(config, "{SCHEMAS[0]}"), "{SCHEMAS[1]}")
-        config.clear()
-        config.update(_cfg)
+        include: "{ROOT / 'workflow' / 'rules' / 'common.smk'}"
         include: "{ROOT / 'workflow' / 'rules' / 'simulate.smk'}"
         include: "{ROOT / 'workflow' / 'rules' / 'prepare_rd.smk'}"
         rule all:
