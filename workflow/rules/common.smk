@@ -2,6 +2,14 @@
 from pathlib import Path
 
 from eae.config import ConfigError, validate_config
+from eae.faces import (
+    faces_targets,
+    ensemble_config,
+    raw_inputs,
+    temperature_from_tag,
+    temperature_tags,
+    train_config,
+)
 from eae.metrics import analysis_inputs
 from eae.provenance import module_closure
 
@@ -53,6 +61,7 @@ def result_targets(wildcards=None):
         )
         targets.append(f"results/{dataset}/eae/ensemble.zarr")
     targets += image_analysis_targets()
+    targets += faces_targets(config["faces"])
     if config["rd"]["enabled"]:
         targets.append("results/rd/dataset.zarr")
     return targets

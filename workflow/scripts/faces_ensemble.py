@@ -1,0 +1,12 @@
+"""Snakemake wrapper: rule faces_ensemble (see eae.faces.ensemble_faces_stage)."""
+
+from eae.faces import ensemble_faces_stage
+from eae.progress import setup_logging
+
+setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+ensemble_faces_stage(
+    dict(snakemake.params.cfg),  # noqa: F821
+    snakemake.input.data,  # noqa: F821
+    snakemake.input.model,  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+)

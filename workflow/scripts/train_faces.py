@@ -1,0 +1,12 @@
+"""Snakemake wrapper: rule train_faces_eae (see eae.faces.train_faces_stage)."""
+
+from eae.faces import train_faces_stage
+from eae.progress import setup_logging
+
+setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+train_faces_stage(
+    dict(snakemake.params.cfg),  # noqa: F821
+    snakemake.input.data,  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+    checkpoint_dir=snakemake.params.checkpoint_dir,  # noqa: F821
+)
