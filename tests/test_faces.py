@@ -314,7 +314,7 @@ def test_rules_plan_one_model_per_temperature(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"faces": cfg}))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "config.yaml"
-        from eae.faces import faces_targets
+        include: "{REPO / 'workflow' / 'rules' / 'common.smk'}"
         include: "{REPO / 'workflow' / 'rules' / 'faces.smk'}"
         rule all:
             input: faces_targets(config["faces"])
