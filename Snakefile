@@ -24,6 +24,8 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/archive.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/prepare_rd.smk"
+include: "workflow/rules/sindy.smk"
+include: "workflow/rules/rd_analysis.smk"
 
 
 rule all:

@@ -63,7 +63,14 @@ def result_targets(wildcards=None):
     targets += image_analysis_targets()
     targets += faces_targets(config["faces"])
     if config["rd"]["enabled"]:
-        targets.append("results/rd/dataset.zarr")
+        targets += [
+            "results/tables/table4.csv",
+            "results/tables/table4.md",
+            "results/figures/rd_fig4_correlation.png",
+            "results/figures/rd_fig1d_kde.png",
+            "results/figures/rd_fig1ef_dynamics.png",
+            "results/rd/frequency.csv",
+        ]
     return targets
 
 

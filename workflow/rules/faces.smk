@@ -107,8 +107,16 @@ rule faces_report:
         ),
         code=eae_sources("eae.faces"),
     output:
-        figure="results/figures/faces_fig3.png",
-        table="results/tables/faces.csv",
+        figure=report(
+            "results/figures/faces_fig3.png",
+            category="Faces",
+            caption="../report/faces_fig3.rst",
+        ),
+        table=report(
+            "results/tables/faces.csv",
+            category="Faces",
+            caption="../report/faces_table.rst",
+        ),
     log:
         "results/logs/faces/report.log",
     benchmark:

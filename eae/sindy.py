@@ -1,0 +1,380 @@
+"""SINDy-EAE: an entropic autoencoder whose latent dynamics are fitted by least squares.
+
+SPEC §3.1 (after Champion et al., PNAS 2019, with the changes of the EAE paper). For a
+batch of snapshots x and their time derivatives ẋ:
+
+    z  = E(x),              ż  = J_E(x) ẋ             (forward-mode JVP of the encoder)
+    Θ  = Θ(z)               (library: polynomials to order 3 and sines, no constant)
+    Ξ  = argmin ‖ż − Θ Ξ‖²  (differentiable least squares, per batch)
+    x̂  = D(z),              ẋ̂ = J_D(z) Θ(z) Ξ        (forward-mode JVP of the decoder)
+    L  = λ_x mean (x − x̂)² + λ_ẋ mean (ẋ − ẋ̂)²
+
+Ξ is not a parameter: it is solved for in every batch, so the only explicit objective
+is reconstruction (of x and of ẋ), as the EAE framework requires. The shared
+:class:`eae.train.EAETrainer` samples the encoder with Simmering and moves the decoder
+with Adam; :func:`coefficients_stage` then records Ξ on the test data for each of M
+consecutive encoder samples with the decoder frozen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger("eae")
+
+#: Config sections that change the training trajectory (the rest, e.g. ``ensemble``,
+#: only matters after training).
+TRAIN_SECTIONS = ("model", "loss", "sampler", "train")
+
+# -- library -----------------------------------------------------------------------------
+
+
+def library_exponents(latent_dim: int = 2, poly_order: int = 3) -> list[tuple[int, ...]]:
+    """Index tuples of the polynomial terms, degree 1 first (SPEC order for 2 latents:
+    z1, z2, z1², z1z2, z2², z1³, z1²z2, z1z2², z2³)."""
+    terms: list[tuple[int, ...]] = []
+    for degree in range(1, poly_order + 1):
+        terms.extend(itertools.combinations_with_replacement(range(latent_dim), degree))
+    return terms
+
+
+def _monomial_name(indices: tuple[int, ...]) -> str:
+    counts = [(i, indices.count(i)) for i in sorted(set(indices))]
+    return " ".join(f"z{i + 1}" + (f"^{c}" if c > 1 else "") for i, c in counts)
+
+
+def library_names(latent_dim: int = 2, poly_order: int = 3, sines: bool = True) -> list[str]:
+    """Readable names of the library terms (pysindy-like): "z1", "z1^2", "z1 z2",
+    "z1^2 z2", …, "sin(z1)". For 2 latents: the 11 terms of SPEC §3.1, in order."""
+    names = [_monomial_name(t) for t in library_exponents(latent_dim, poly_order)]
+    if sines:
+        names += [f"sin(z{i + 1})" for i in range(latent_dim)]
+    return names
+
+
+def _library(z, stack, sin, latent_dim: int, poly_order: int, sines: bool):
+    cols = [z[..., i] for i in range(latent_dim)]
+    out = []
+    for indices in library_exponents(latent_dim, poly_order):
+        term = cols[indices[0]]
+        for i in indices[1:]:
+            term = term * cols[i]
+        out.append(term)
+    if sines:
+        out += [sin(c) for c in cols]
+    return stack(out, -1)
+
+
+def sindy_library(z: tf.Tensor, poly_order: int = 3, sines: bool = True) -> tf.Tensor:
+    """Θ(z): [batch, n_terms] library of a [batch, latent] tensor (TensorFlow)."""
+    return _library(z, tf.stack, tf.sin, int(z.shape[-1]), poly_order, sines)
+
+
+def sindy_library_np(z: np.ndarray, poly_order: int = 3, sines: bool = True) -> np.ndarray:
+    """Θ(z) for NumPy arrays [..., latent] (used to integrate identified models)."""
+    z = np.asarray(z, np.float64)
+    return _library(z, np.stack, np.sin, int(z.shape[-1]), poly_order, sines)
+
+
+# -- least squares and Jacobian-vector products ----------------------------------------
+
+
+def least_squares(theta: tf.Tensor, z_dot: tf.Tensor, ridge: float = 0.0) -> tf.Tensor:
+    """Ξ = argmin_Ξ ‖ż − Θ Ξ‖² (+ ridge), differentiable, solved in float64.
+
+    The normal equations are formed on column-normalised Θ (each column divided by its
+    RMS), which removes the scale differences between z, z³ and sin z from the
+    conditioning; ``ridge`` adds ridge·I to that normalised Gram matrix (a
+    dimensionless Tikhonov term; 0 = plain least squares). Near-collinear columns
+    (sin z ≈ z − z³/6 for small z) make the unregularised solution ill-conditioned
+    but still finite in float64. Returns Ξ [n_terms, latent] in Θ's dtype.
+    """
+    th = tf.cast(theta, tf.float64)
+    zd = tf.cast(z_dot, tf.float64)
+    n = tf.cast(tf.shape(th)[0], tf.float64)
+    gram = tf.matmul(th, th, transpose_a=True) / n
+    rhs = tf.matmul(th, zd, transpose_a=True) / n
+    # Guard against an all-zero column (e.g. z ≡ 0): its scale is set to 1.
+    scale = tf.sqrt(tf.linalg.diag_part(gram))
+    scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    gram_n = gram / (scale[:, None] * scale[None, :])
+    rhs_n = rhs / scale[:, None]
+    if ridge > 0:
+        gram_n += ridge * tf.eye(tf.shape(gram_n)[0], dtype=tf.float64)
+    xi = tf.linalg.solve(gram_n, rhs_n) / scale[:, None]
+    return tf.cast(xi, theta.dtype)
+
+
+def jvp(model: Callable, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(model(x), J_model(x)·tangent) by forward-mode autodiff (one extra pass, no
+    Jacobian is formed). Differentiable by an enclosing GradientTape."""
+    with tf.autodiff.ForwardAccumulator(primals=x, tangents=tangent) as acc:
+        y = model(x, training=False)
+    return y, acc.jvp(y)
+
+
+def sindy_terms(encoder, decoder, x, x_dot, ridge: float = 0.0,
+                poly_order: int = 3, sines: bool = True) -> dict[str, tf.Tensor]:
+    """Every intermediate of the SINDy-EAE objective for one batch (dict of tensors):
+    z, z_dot, theta, xi, z_dot_model, x_hat, x_dot_hat."""
+    z, z_dot = jvp(encoder, x, x_dot)
+    theta = sindy_library(z, poly_order, sines)
+    xi = least_squares(theta, z_dot, ridge)
+    z_dot_model = tf.matmul(theta, xi)
+    x_hat, x_dot_hat = jvp(decoder, z, z_dot_model)
+    return dict(z=z, z_dot=z_dot, theta=theta, xi=xi, z_dot_model=z_dot_model,
+                x_hat=x_hat, x_dot_hat=x_dot_hat)
+
+
+def make_sindy_loss(lambda_x: float = 1.0, lambda_x_dot: float = 1.0, ridge: float = 0.0,
+                    poly_order: int = 3, sines: bool = True):
+    """The EAE loss function ``loss(encoder, decoder, (x, x_dot))`` of SPEC §3.1 (Eq. 14):
+    λ_x mean (x − x̂)² + λ_ẋ mean (ẋ − J_D(z) Θ(z) Ξ)²."""
+
+    def sindy_loss(encoder, decoder, batch):
+        x, x_dot = batch[0], batch[1]
+        t = sindy_terms(encoder, decoder, x, x_dot, ridge, poly_order, sines)
+        loss_x = tf.reduce_mean(tf.square(x - t["x_hat"]))
+        loss_x_dot = tf.reduce_mean(tf.square(x_dot - t["x_dot_hat"]))
+        return lambda_x * loss_x + lambda_x_dot * loss_x_dot
+
+    return sindy_loss
+
+
+def loss_from_config(loss_cfg: Mapping) -> Callable:
+    """:func:`make_sindy_loss` from the ``loss`` config section."""
+    return make_sindy_loss(float(loss_cfg.get("lambda_x", 1.0)),
+                           float(loss_cfg.get("lambda_x_dot", 1.0)),
+                           float(loss_cfg.get("ridge", 0.0)))
+
+
+# -- trainer and stages -------------------------------------------------------------------
+
+
+def build_models(model_cfg: Mapping, n_pixels: int, seed: int):
+    """(encoder, decoder): n² → hidden (ELU) → latent (linear), latent → hidden → n²."""
+    from eae.models import mlp_decoder, mlp_encoder
+
+    activation = model_cfg.get("activation", "elu")
+    latent = int(model_cfg.get("latent_dim", 2))
+    encoder = mlp_encoder(n_pixels, list(model_cfg.get("encoder_hidden", [256])), latent,
+                          activation=activation, seed=seed)
+    decoder = mlp_decoder(latent, list(model_cfg.get("decoder_hidden", [256])), n_pixels,
+                          activation=activation, output_activation="linear", seed=seed)
+    return encoder, decoder
+
+
+def _check_cfg(cfg: Mapping) -> None:
+    missing = [k for k in TRAIN_SECTIONS if k not in cfg]
+    if missing:
+        raise KeyError(f"rd.eae config lacks section(s) {missing}")
+    latent = int(cfg["model"].get("latent_dim", 2))
+    if latent != 2:
+        # The analysis (Table 4, the z1 ↔ z2 pairs, phase portraits) is written for 2.
+        raise ValueError(f"rd.eae.model.latent_dim must be 2 (SPEC §3.1), got {latent}")
+
+
+def rd_trainer(cfg: Mapping, data_path):
+    """An :class:`eae.train.EAETrainer` for the SINDy-EAE (config section ``rd.eae``:
+    model, loss, sampler, train) on the RD dataset store ``data_path``.
+
+    Returns ``(trainer, splits)`` with ``splits[name] = dict(x, x_dot, time)``.
+    """
+    from eae import sampler as simmering
+    from eae.rd_data import load_rd_split
+    from eae.train import EAETrainer, TrainSettings
+
+    _check_cfg(cfg)
+    splits = {s: load_rd_split(data_path, s) for s in ("train", "val", "test")}
+    train = splits["train"]
+    for name, split in splits.items():
+        for key in ("x", "x_dot"):
+            if not np.all(np.isfinite(split[key])):
+                raise ValueError(f"{data_path}: split {name!r} holds non-finite {key}")
+    seed = int(cfg["train"].get("seed", 0))
+    encoder, decoder = build_models(cfg["model"], train["x"].shape[1], seed)
+    val = splits.get("val")
+    trainer = EAETrainer(
+        encoder, decoder, [train["x"], train["x_dot"]],
+        simmering.SimmeringConfig.from_dict(cfg["sampler"]),
+        TrainSettings.from_dict(cfg["train"]),
+        loss_fn=loss_from_config(cfg["loss"]),
+        val_arrays=[val["x"], val["x_dot"]] if val is not None and len(val["x"]) else None,
+    )
+    return trainer, splits
+
+
+def train_sindy_stage(cfg: Mapping, data_path, out_dir, checkpoint_dir=None,
+                      stop_after: int | None = None):
+    """Stage ``train_rd_eae``: train (or resume) the SINDy-EAE.
+
+    Writes into ``out_dir``: encoder.keras, decoder.keras, final_state.npz (the full
+    final state, thermostat included, from which :func:`coefficients_stage` continues
+    the chain) and history.csv; its provenance goes to the sidecar of ``out_dir``. The
+    running checkpoint lives in ``checkpoint_dir`` (default ``out_dir``): keep it
+    outside a Snakemake ``directory()`` output so a killed job resumes; one made with
+    other training settings or data is ignored (:meth:`EAETrainer.fit`).
+    ``stop_after`` ends the call after that many decoder updates (tests). Returns the
+    history DataFrame.
+    """
+    from eae.provenance import make_record, now_iso, record_outputs, sha256_path
+    from eae.train import config_fingerprint
+
+    started = now_iso()
+    out = Path(out_dir)
+    trainer, splits = rd_trainer(cfg, data_path)
+    train_cfg = {k: cfg[k] for k in TRAIN_SECTIONS}
+    fingerprint = config_fingerprint(train_cfg, sha256_path(data_path))
+    logger.info("SINDy-EAE: %d training snapshots of %d pixels, %d encoder steps per decoder "
+                "update, N_f = %d", trainer.n_train, splits["train"]["x"].shape[1],
+                trainer.steps_per_update, trainer.sampler.n_dof)
+    history = trainer.fit(out, checkpoint_dir, stop_after=stop_after, fingerprint=fingerprint)
+    if trainer.update < trainer.settings.decoder_updates:
+        return history  # stopped early on request: no final models
+    trainer.save_models(out)
+    last = history.iloc[-1]
+    record = make_record(
+        "train_rd_eae", config=train_cfg, seeds={"train": cfg["train"].get("seed", 0)},
+        inputs=[data_path], started=started, modules=["eae.sindy"],
+        extra={"final": {"loss_mean": float(last["loss_mean"]),
+                         "val_loss": float(last.get("val_loss", float("nan"))),
+                         "kinetic_temperature_over_T":
+                             float(last["kinetic_temperature"] / last["temperature"])}})
+    record_outputs(record, [out, out / "history.csv"])
+    return history
+
+
+def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg: Mapping,
+                  test_loss: bool = False):
+    """``record()`` for :func:`eae.ensemble.sample_ensemble`: per encoder sample, Ξ on
+    the whole test set (from z and ż = J_E ẋ), the test latents z and (with
+    ``test_loss``, which doubles the cost: the decoder JVP) the test loss."""
+    ridge = float(loss_cfg.get("ridge", 0.0))
+    loss_fn = loss_from_config(loss_cfg)
+    x_t, xd_t = tf.constant(x_test), tf.constant(x_dot_test)
+
+    @tf.function
+    def compute():
+        z, z_dot = jvp(trainer.encoder, x_t, xd_t)
+        xi = least_squares(sindy_library(z), z_dot, ridge)
+        return xi, z
+
+    compute_loss = tf.function(lambda: loss_fn(trainer.encoder, trainer.decoder, (x_t, xd_t)))
+
+    def record():
+        xi, z = compute()
+        out = {
+            "coefficients": (("term", "latent"), xi.numpy()),
+            "latent_code": (("sample", "latent"), z.numpy()),
+        }
+        if test_loss:
+            out["test_loss"] = ((), np.asarray(compute_loss().numpy(), np.float32))
+        return out
+
+    return record
+
+
+def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
+    """Stage ``rd_coefficients``: M encoder samples with the decoder fixed, continuing the
+    thermostat chain where training ended; per member Ξ on the test data → Zarr.
+
+    Store: ``coefficients`` (member, term, latent) — the coefficient of library term
+    ``term`` in dz_latent/dt —, ``latent_code`` (member, sample, latent): test latents;
+    ``loss``, ``kinetic_temperature`` and (if
+    ``ensemble.test_loss``) ``test_loss`` (member); the ensemble means
+    ``coefficients_mean`` and ``latent_code_mean``, coords ``term`` (names), ``latent``
+    ("z1", "z2"), ``time`` (sample).
+    """
+    import xarray as xr
+
+    from eae.ensemble import sample_ensemble
+    from eae.provenance import make_record, now_iso
+
+    started = now_iso()
+    ckpt = Path(train_dir) / "final_state.npz"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"rd_coefficients: no trained state at {ckpt} "
+                                f"(run train_rd_eae first)")
+    trainer, splits = rd_trainer(cfg, data_path)
+    trainer.load_checkpoint(ckpt)
+    test = splits["test"]
+    latent_dim = int(trainer.encoder.output_shape[-1])
+    ens = cfg["ensemble"]
+    record = make_recorder(trainer, test["x"], test["x_dot"], cfg["loss"],
+                           test_loss=bool(ens.get("test_loss", False)))
+    static = xr.Dataset(
+        coords={"sample": np.arange(len(test["x"])),
+                "time": ("sample", test["time"]),
+                # object dtype: Zarr v3 stores it as variable-length UTF-8 (fixed-width
+                # unicode has no v3 specification yet)
+                "term": np.array(library_names(latent_dim), dtype=object),
+                "latent": np.array([f"z{i + 1}" for i in range(latent_dim)], dtype=object)},
+        attrs={"coefficients_convention":
+               "d(latent)/dt = sum over term of coefficients[term, latent] * term(z)"},
+    )
+
+    def provenance():  # evaluated when the store is complete
+        return make_record("rd_coefficients", config=cfg,
+                           seeds={"train": cfg["train"].get("seed", 0)},
+                           inputs=[data_path, train_dir], started=started,
+                           modules=["eae.sindy"])
+
+    return sample_ensemble(trainer, record, out_path, n_members=int(ens["members"]),
+                           thin=int(ens.get("thin", 1)),
+                           chunk_members=int(ens.get("chunk_members", 500)),
+                           mean_of=("coefficients", "latent_code"), static=static,
+                           provenance=provenance)
+
+
+# -- synthetic data (tests, CI) ------------------------------------------------------------
+
+
+def synthetic_oscillator(n: int = 8, n_snapshots: int = 1200, dt: float = 0.05,
+                         omega: float = 0.9, amplitude: float = 1.0, quadratic: float = 0.2,
+                         n_test: int = 200, n_train: int = 600, n_val: int = 200,
+                         seed: int = 0):
+    """A dataset store (as :mod:`eae.rd_data` writes) of a linear oscillator embedded in
+    n × n pixels, with exact time derivatives.
+
+    z(t) = amplitude·(cos ωt, sin ωt); x = z1 m1 + z2 m2 + quadratic·(z1² − z2²) m3 with
+    fixed smooth spatial modes m_k (seeded), ẋ = ∂x/∂z · ż. Test = the last ``n_test``
+    snapshots; train and val are drawn from the rest. Returns an ``xr.Dataset``.
+    """
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_snapshots) * dt
+    z = amplitude * np.stack([np.cos(omega * t), np.sin(omega * t)], 1)
+    z_dot = amplitude * omega * np.stack([-np.sin(omega * t), np.cos(omega * t)], 1)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+    modes = []
+    for _ in range(3):  # smooth random fields: a few low Fourier modes each
+        k = rng.integers(1, 3, size=(3, 2))
+        ph = rng.uniform(0, 2 * np.pi, size=3)
+        field = sum(np.cos(np.pi * (ki[0] * xx + ki[1] * yy) + p) for ki, p in zip(k, ph))
+        modes.append((field / np.sqrt(np.mean(field ** 2))).ravel() * 0.3)
+    m1, m2, m3 = modes
+    x = z[:, :1] * m1 + z[:, 1:] * m2 + quadratic * (z[:, :1] ** 2 - z[:, 1:] ** 2) * m3
+    x_dot = (z_dot[:, :1] * m1 + z_dot[:, 1:] * m2
+             + quadratic * 2 * (z[:, :1] * z_dot[:, :1] - z[:, 1:] * z_dot[:, 1:]) * m3)
+    pool = n_snapshots - n_test
+    if n_train + n_val > pool:
+        raise ValueError("synthetic_oscillator: n_train + n_val exceed the non-test snapshots")
+    chosen = rng.choice(pool, n_train + n_val, replace=False)
+    order = np.concatenate([np.sort(chosen[:n_train]), np.sort(chosen[n_train:]),
+                            np.arange(pool, n_snapshots)])
+    split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
+    return xr.Dataset(
+        {"x": (("sample", "pixel"), x[order].astype(np.float32)),
+         "x_dot": (("sample", "pixel"), x_dot[order].astype(np.float32)),
+         "split": (("sample",), split, {"flag_values": [0, 1, 2],
+                                        "flag_meanings": "train val test"})},
+        coords={"time": (("sample",), t[order]), "snapshot": (("sample",), order)},
+        attrs={"grid_shape": [n, n], "omega": omega, "synthetic": "linear oscillator"},
+    )
