@@ -82,3 +82,19 @@ def test_check_config_cli(repo_root, capsys):
     from eae.cli import main
 
     assert main(["check-config", str(repo_root / "config" / "config.yaml")]) == 0
+
+
+def test_every_config_object_rejects_unknown_keys():
+    loose = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        if node.get("type") == "object" and "properties" in node:
+            if node.get("additionalProperties", True) is not False:
+                loose.append(path or "<root>")
+            for key, sub in node["properties"].items():
+                walk(sub, f"{path}.{key}" if path else key)
+
+    walk(load_schema(), "")
+    assert loose == []
