@@ -817,16 +817,9 @@ def faces_figure(histories: Mapping[float, pd.DataFrame], originals: np.ndarray,
         for i in range(n_show):
             _show(fig.add_axes(box(LABEL_W + i * FACE_IN + 0.03, y + 0.03, FACE_IN - 0.06,
                                    FACE_IN - 0.06)), row_images[i])
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, out_path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out_path
+    from eae.io import save_figure
+
+    return save_figure(fig, out_path, dpi)
 
 
 def faces_report_stage(cfg: Mapping[str, Any] | None, data_path,

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from eae.io import save_figure
 from eae.metrics import (
     DATASET_LABELS,
     MODEL_LABELS,
@@ -79,20 +80,6 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
-    """Save ``fig`` as PNG atomically and close it."""
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _wrap(text: str, width_in: float, max_lines: int | None = None) -> list[str]:
@@ -228,7 +215,7 @@ def interpolation_figure(rows: Mapping[str, np.ndarray], image_shape: Sequence[i
             if j == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
     fig.suptitle(title, y=1 - 0.15 * TITLE_H / height, va="top", fontsize=11)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 @dataclass
@@ -314,7 +301,7 @@ def latent_density_figure(rows: Sequence[DensityRow], path: str | os.PathLike, t
                    fontsize=8, title_fontsize=8, frameon=False,
                    bbox_to_anchor=(1 - 0.1 / width, 0.5))
     fig.suptitle("\n".join(_wrap(title, width - 0.4, 2)), y=1 - 0.08 / height, va="top", fontsize=10)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def _mosaic(imgs: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
@@ -357,7 +344,7 @@ def samples_figure(blocks: Mapping[str, np.ndarray | tuple[np.ndarray, int]], im
         top -= nr * cell
     fig.suptitle("\n".join(_wrap(title, width - 0.4, 2)), y=1 - 0.15 * TITLE_H / height, va="top",
                  fontsize=11)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------- stage

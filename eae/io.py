@@ -136,3 +136,19 @@ class ZarrStreamWriter:
     def abort(self) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> Path:
+    """Save a matplotlib figure as PNG atomically (tmp + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path

@@ -180,8 +180,9 @@ def plot_double_well(samples: np.ndarray, temperature: float, path, height: floa
     ax.set_title(f"Double well, T = {temperature:g}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from eae.io import save_figure
+
+    save_figure(fig, path, dpi=120)
 
 
 def validation_stage(cfg: dict, csv_path: str, figure_path: str) -> pd.DataFrame:
