@@ -455,6 +455,19 @@ def load_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
     return x, labels
 
 
+def _write_with_provenance(ds, out_path, stage, cfg, src_path, started, split_rule) -> Path:
+    """Write a prepared dataset with its provenance record (config, split seed, input)."""
+    record = make_record(
+        stage,
+        config=cfg,
+        seeds={"split": cfg["seed"]},
+        inputs=[src_path],
+        started=started,
+        extra={"split_counts": split_counts(ds), "split_rule": split_rule},
+    )
+    return _write(ds, out_path, record)
+
+
 def _write(ds: xr.Dataset, out_path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     counts = split_counts(ds)
     log.info("writing %s: %s", out_path, counts)
@@ -512,15 +525,8 @@ def prepare_mnist(
     ds = build_dataset(
         images, codes, keep, labels, "mnist", {"source": source, "split_rule": split_rule}
     )
-    record = make_record(
-        "prepare_mnist",
-        config=cfg,
-        seeds={"split": cfg["seed"]},
-        inputs=[src_path],
-        started=started,
-        extra={"split_counts": split_counts(ds), "split_rule": split_rule},
-    )
-    return _write(ds, out_path, record)
+    return _write_with_provenance(ds, out_path, "prepare_mnist", cfg, src_path, started,
+                                  split_rule)
 
 
 def _mnist_npz_path(cfg: Mapping[str, Any], resources_dir: str | os.PathLike) -> Path:
@@ -586,12 +592,5 @@ def prepare_frey(
     ds = build_dataset(
         images, codes, keep, None, "frey", {"source": source, "split_rule": split_rule}
     )
-    record = make_record(
-        "prepare_frey",
-        config=cfg,
-        seeds={"split": cfg["seed"]},
-        inputs=[src_path],
-        started=started,
-        extra={"split_counts": split_counts(ds), "split_rule": split_rule},
-    )
-    return _write(ds, out_path, record)
+    return _write_with_provenance(ds, out_path, "prepare_frey", cfg, src_path, started,
+                                  split_rule)

@@ -51,7 +51,7 @@ import pandas as pd
 import xarray as xr
 
 from eae.data import SPLIT_CODES, SPLITS, DataError, random_split
-from eae.io import ZarrStreamWriter
+from eae.io import ZarrStreamWriter, write_csv_atomic
 from eae.progress import Progress
 from eae.provenance import make_record, now_iso, record_outputs, sha256_path
 
@@ -724,11 +724,7 @@ def faces_table_stage(runs: Sequence[FacesRun], data_path, table_path,
                  run.temperature, role, row["generic_ratio"], row["identification_accuracy"],
                  row["test_mse"])
     table = pd.DataFrame(rows)
-    table_path = Path(table_path)
-    table_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = table_path.with_name(table_path.name + ".tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, table_path)
+    write_csv_atomic(table, table_path, float_format="%.6g")
     return table, images
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,17 +139,41 @@ class ZarrStreamWriter:
             shutil.rmtree(self.tmp)
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int) -> Path:
-    """Save a matplotlib figure as PNG atomically (tmp + rename) and close it."""
-    import matplotlib.pyplot as plt
-
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary file path beside ``path``; on success it is renamed to
+    ``path``, on failure removed, so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        yield tmp
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_csv_atomic(frame, path: str | os.PathLike, **to_csv) -> Path:
+    """Write a pandas DataFrame as CSV atomically (``index=False`` unless given)."""
+    to_csv.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv)
+    return Path(path)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from eae.io import write_csv_atomic, write_text_atomic
+
 log = logging.getLogger("eae")
 
 __all__ = [
@@ -668,20 +670,6 @@ def _input_list(p: Mapping[str, Path], cfg: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a CSV under a temporary name and rename it (no partial file on failure)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def metrics_stage(dataset: str, cfg: Mapping[str, Any] | None, out_csv: str | os.PathLike,
                   results_dir: str | os.PathLike = "results",
                   paths: Mapping[str, str | os.PathLike] | None = None) -> pd.DataFrame:
@@ -827,10 +815,7 @@ def table1_stage(per_dataset_csvs: Iterable[str | os.PathLike], out_csv: str | o
     wide = table1(frames)
     text = table1_markdown(wide, frames)
     write_csv_atomic(wide, out_csv)
-    out_md = Path(out_md)
-    tmp = out_md.with_name(f".{out_md.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, out_md)
+    write_text_atomic(out_md, text)
     record = make_record("table1", config={"datasets": [str(f["dataset"].iloc[0]) for f in frames]},
                          inputs=csvs, started=started)
     record_outputs(record, [out_csv, out_md])

@@ -155,11 +155,9 @@ def make_record(
 
 def write_sidecar(record: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write a provenance record as JSON next to (or for) a table or figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    from eae.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 def sidecar_path(result: str | os.PathLike, provenance_dir: str = "provenance") -> Path:

@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from eae import sampler as simmering
+from eae.io import write_csv_atomic
 from eae.progress import Progress
 
 logger = logging.getLogger("eae")
@@ -313,12 +314,12 @@ class EAETrainer:
             row = self.run_update()
             rows.append(row)
             self.save_checkpoint(ckpt)
-            _write_csv_atomic(pd.DataFrame(rows), hist_path)
+            write_csv_atomic(pd.DataFrame(rows), hist_path)
             done_now += 1
             progress.update(self.update, _summary(row), force=self.update in (1, total))
         history = pd.DataFrame(rows)
         if hist_path.parent != out:
-            _write_csv_atomic(history, out / "history.csv")
+            write_csv_atomic(history, out / "history.csv")
         return history
 
     def save_models(self, out_dir: str | os.PathLike) -> None:
@@ -349,12 +350,6 @@ def _summary(row: dict) -> str:
     if "val_loss" in row:
         text += f" val {row['val_loss']:.4g}"
     return text
-
-
-def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 # -- the image experiments' stage (MNIST, Frey Faces) ---------------------------------

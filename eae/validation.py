@@ -188,12 +188,13 @@ def plot_double_well(samples: np.ndarray, temperature: float, path, height: floa
 def validation_stage(cfg: dict, csv_path: str, figure_path: str) -> pd.DataFrame:
     """Stage entry point: run the checks, write the CSV and figure; fail loudly if a
     check misses its tolerance (the pipeline should not train with a broken sampler)."""
+    from eae.io import write_csv_atomic
     from eae.provenance import make_record, now_iso, record_outputs
 
     started = now_iso()
     settings = ValidationSettings.from_dict(cfg)
     table, samples = run_validation(settings)
-    table.to_csv(csv_path, index=False)
+    write_csv_atomic(table, csv_path)
     plot_double_well(samples, settings.temperature, figure_path)
     record = make_record("validation", config=cfg, seeds={"seed": settings.seed}, started=started)
     record_outputs(record, [csv_path, figure_path])
