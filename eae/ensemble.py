@@ -57,7 +57,7 @@ def sample_ensemble(
         for member in range(n_members):
             idx = trainer.indices_for(step, thin)
             trainer.state, info, _ = trainer._round(trainer.state, idx, accumulate=False)
-            trainer._check(info)  # NaN or runaway T_kin: stop before writing a bad member
+            trainer.check_diagnostics(info)  # NaN or runaway T_kin: stop before writing a bad member
             step += thin
             values = dict(record())
             for name in mean_of:

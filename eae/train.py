@@ -202,7 +202,7 @@ class EAETrainer:
         h_start = None
         t0 = time.perf_counter()
         state, info, grads = self._round(self.state, idx)
-        self._check(info)
+        self.check_diagnostics(info)
         self._apply(grads)
         next_idx = self.indices_for(first + self.steps_per_update, 1)[0]
         self.state = self._refresh(state, next_idx)
@@ -227,7 +227,8 @@ class EAETrainer:
             row["val_loss"] = float(self._val_loss())
         return row
 
-    def _check(self, info: simmering.SimmeringInfo) -> None:
+    def check_diagnostics(self, info: simmering.SimmeringInfo) -> None:
+        """Raise :class:`TrainingDiverged` on NaN/inf diagnostics or a runaway T_kin."""
         where = f"decoder update {self.update + 1}"
         for name, values in zip(info._fields, info):
             if not np.all(np.isfinite(values.numpy())):
