@@ -16,6 +16,7 @@ include: "workflow/rules/validation.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
@@ -26,6 +27,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/prepare_rd.smk"
 include: "workflow/rules/sindy.smk"
 include: "workflow/rules/rd_analysis.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

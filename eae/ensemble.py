@@ -1,10 +1,11 @@
 """Ensemble sampling: freeze the decoder, keep Simmering the encoder, stream to Zarr.
 
-After training, consecutive encoder samples θ_1..θ_M (every ``thin``-th Simmering
-step) form the ensemble. For each member a ``record`` function computes what the
-experiment needs (test-set latents, SINDy coefficients, …); members are written in
-chunks along the ``member`` dimension, and running means are accumulated in float64,
-so memory does not grow with M.
+After training, consecutive encoder samples (every ``thin``-th Simmering step) of
+each of the trainer's chains form the ensemble. For each draw a ``record`` function
+computes what the experiment needs (test-set latents, SINDy coefficients, …) for all
+chains at once; draws are written in chunks along the ``draw`` dimension of
+``(chain, draw, …)`` variables, and running means are accumulated in float64, so
+memory does not grow with M.
 """
 
 from __future__ import annotations
@@ -21,8 +22,13 @@ from eae.train import EAETrainer
 
 logger = logging.getLogger("eae")
 
-#: record() -> {name: (dims without "member", array)}
+#: record() -> {name: (dims without "chain"/"draw", array with a leading chain axis)}
 Record = Callable[[], Mapping[str, tuple[tuple[str, ...], np.ndarray]]]
+
+
+def draws_per_chain(n_members: int, chains: int) -> int:
+    """Draws each chain contributes so that chains × draws ≥ ``n_members``."""
+    return max(1, -(-int(n_members) // int(chains)))
 
 
 def sample_ensemble(
@@ -39,56 +45,68 @@ def sample_ensemble(
 ):
     """Draw ``n_members`` encoder samples with the decoder frozen and stream them.
 
-    Per member the store holds what ``record`` returns plus ``loss`` (mini-batch loss
-    at the sample) and ``kinetic_temperature``; ``<name>_mean`` (ensemble mean, over
-    members) is added for each name in ``mean_of``. ``static`` variables (coords,
-    labels) are written once. ``provenance`` may be a callable, evaluated at the end
-    (so its finish time is the store's).
+    The trainer's C chains each contribute ``ceil(n_members / C)`` draws (every
+    ``thin``-th Simmering step), so the store's per-sample variables have dims
+    ``(chain, draw, …)`` — what ArviZ reads — and ``chain × draw`` members in all.
+    Per draw the store holds what ``record`` returns (arrays with a leading chain
+    axis) plus ``loss`` (mini-batch loss at the sample) and ``kinetic_temperature``;
+    ``<name>_mean`` (mean over all chains and draws) is added for each name in
+    ``mean_of``. ``static`` variables (coords, labels) are written once.
+    ``provenance`` may be a callable, evaluated at the end (so its finish time is the
+    store's). Use :func:`eae.io.member_view` to read the members as one ``member`` axis.
     """
     if trainer.state is None:
         trainer.initialize()
-    writer = ZarrStreamWriter(out_path, "member", static=static)
+    chains = trainer.chains
+    n_draws = draws_per_chain(n_members, chains)
+    chunk_draws = max(1, chunk_members // chains)
+    coords = {"chain": np.arange(chains)}
+    static = static.assign_coords(coords) if static is not None else xr.Dataset(coords=coords)
+    writer = ZarrStreamWriter(out_path, "draw", static=static)
     sums: dict[str, np.ndarray] = {}
     dims: dict[str, tuple[str, ...]] = {}
     buffer: list[dict] = []
-    progress = Progress(n_members, "ensemble", logger, log_every_s)
+    progress = Progress(n_draws, f"ensemble ({chains} chain{'s' if chains > 1 else ''})",
+                        logger, log_every_s)
     step = int(trainer.state.step)
     try:
-        for member in range(n_members):
+        for draw in range(n_draws):
             idx = trainer.indices_for(step, thin)
             trainer.state, info, _ = trainer._round(trainer.state, idx, accumulate=False)
-            trainer.check_diagnostics(info)  # NaN or runaway T_kin: stop before writing a bad member
+            trainer.check_diagnostics(info)  # NaN or runaway T_kin: stop before writing a bad draw
             step += thin
             values = dict(record())
             for name in mean_of:
                 d, arr = values[name]
                 dims[name] = d
-                sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64)
+                sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64).sum(axis=0)
             values["loss"] = ((), np.asarray(info.loss.numpy()[-1]))
             values["kinetic_temperature"] = ((), np.asarray(info.kinetic_temperature.numpy()[-1]))
             buffer.append(values)
-            if len(buffer) == chunk_members or member == n_members - 1:
-                writer.append(_stack(buffer, member + 1 - len(buffer)))
+            if len(buffer) == chunk_draws or draw == n_draws - 1:
+                writer.append(_stack(buffer, draw + 1 - len(buffer)))
                 buffer = []
-            progress.update(member + 1, f"loss {float(values['loss'][1]):.4g}")
-        means = xr.Dataset({f"{name}_mean": (dims[name], (sums[name] / n_members).astype(np.float32))
+            progress.update(draw + 1, f"loss {float(np.mean(values['loss'][1])):.4g}")
+        total = n_draws * chains
+        means = xr.Dataset({f"{name}_mean": (dims[name], (sums[name] / total).astype(np.float32))
                             for name in mean_of})
         return writer.close(extra=means if mean_of else None,
-                            attrs={"n_members": n_members, "thin": thin},
+                            attrs={"n_members": total, "chains": chains, "draws": n_draws,
+                                   "thin": thin},
                             provenance=provenance() if callable(provenance) else provenance)
     except BaseException:
         writer.abort()
         raise
 
 
-def _stack(buffer: list[dict], first_member: int) -> xr.Dataset:
-    names = buffer[0].keys()
+def _stack(buffer: list[dict], first_draw: int) -> xr.Dataset:
     data = {}
-    for name in names:
+    for name in buffer[0].keys():
         d = buffer[0][name][0]
-        data[name] = (("member",) + tuple(d), np.stack([np.asarray(b[name][1]) for b in buffer]))
-    members = np.arange(first_member, first_member + len(buffer))
-    return xr.Dataset(data, coords={"member": members})
+        data[name] = (("chain", "draw") + tuple(d),
+                      np.stack([np.asarray(b[name][1]) for b in buffer], axis=1))
+    draws = np.arange(first_draw, first_draw + len(buffer))
+    return xr.Dataset(data, coords={"draw": draws})
 
 
 def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
@@ -106,7 +124,7 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
     trainer.load_checkpoint(Path(train_dir) / "final_state.npz")
     x_test, labels = splits["test"]
     x_test_t = tf.constant(x_test)
-    encode = tf.function(lambda: trainer.encoder(x_test_t, training=False))
+    encode = tf.function(lambda: trainer.encoder.encode_each(x_test_t))
     ens = cfg["ensemble"]
     static = xr.Dataset(
         {"labels": ("sample", labels)} if labels is not None else {},

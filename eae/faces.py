@@ -480,10 +480,14 @@ def train_config(cfg: Mapping[str, Any], temperature: float) -> dict[str, Any]:
     """What one EAE's training depends on: model, sampler (with this temperature), train.
 
     The other temperatures are left out, so adding one to the list retrains nothing."""
+    sampler = {**dict(cfg.get("sampler", {})), "temperature": float(temperature)}
+    factor = sampler.pop("final_temperature_factor", None)
+    if factor is not None:
+        sampler["final_temperature"] = float(temperature) * float(factor)
     return {
         "temperature": float(temperature),
         "model": {**dict(cfg.get("model", {})), "kind": "conv"},
-        "sampler": {**dict(cfg.get("sampler", {})), "temperature": float(temperature)},
+        "sampler": sampler,
         "train": dict(cfg.get("train", {})),
     }
 
@@ -497,8 +501,11 @@ def uint8_mse_loss(encoder, decoder, batch):
     """Mean squared error per pixel of uint8 images, scaled to [0, 1] on the fly."""
     import tensorflow as tf
 
+    from eae.chains import chain_mean, chains_of
+
     x = tf.cast(batch[0], tf.float32) * (1.0 / 255.0)
-    return tf.reduce_mean(tf.square(decoder(encoder(x, training=False), training=False) - x))
+    err = tf.square(decoder(encoder(x, training=False), training=False) - x)
+    return chain_mean(err, chains_of(encoder))
 
 
 def faces_trainer(run_cfg: Mapping[str, Any], data_path):
@@ -506,7 +513,7 @@ def faces_trainer(run_cfg: Mapping[str, Any], data_path):
     (``run_cfg`` from :func:`train_config`); channels and size follow the data."""
     from eae.models import build_from_config
     from eae.sampler import SimmeringConfig
-    from eae.train import EAETrainer, TrainSettings
+    from eae.train import EAETrainer, TrainSettings, build_chain_encoder
 
     train = load_faces(data_path, "train")
     if len(train) == 0:
@@ -514,7 +521,10 @@ def faces_trainer(run_cfg: Mapping[str, Any], data_path):
     n_val = run_cfg["train"].get("val_images", 256)
     val = load_faces(data_path, "val", limit=n_val) if n_val else None
     seed = int(run_cfg["train"].get("seed", 0))
-    encoder, decoder = build_from_config(run_cfg["model"], train.images.shape[1:], seed=seed)
+    shape = train.images.shape[1:]
+    _, decoder = build_from_config(run_cfg["model"], shape, seed=seed)
+    encoder = build_chain_encoder(lambda s: build_from_config(run_cfg["model"], shape, seed=s)[0],
+                                  int(run_cfg["train"].get("chains", 1)), seed)
     trainer = EAETrainer(
         encoder, decoder, [train.images],
         SimmeringConfig.from_dict(run_cfg["sampler"]),
@@ -567,16 +577,16 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
         raise DataError(f"{data_path}: no test images")
     x_test = tf.constant(to_float(test.images))
     batch = int(ens.get("batch_size", 256))
-    encode_batch = tf.function(lambda x: trainer.encoder(x, training=False))
+    encode_batch = tf.function(lambda x: trainer.encoder.encode_each(x))  # [C, n, latent]
     weights_finite = tf.function(lambda: tf.reduce_all(
         [tf.reduce_all(tf.math.is_finite(v)) for v in trainer.enc_vars]))
 
     def record():
         z = np.concatenate([encode_batch(x_test[s : s + batch]).numpy()
-                            for s in range(0, len(test), batch)])
+                            for s in range(0, len(test), batch)], axis=1)
         # ReLU maps NaN to 0 on CPU, so NaN weights can hide behind finite codes: check all
         if not (np.all(np.isfinite(z)) and bool(weights_finite())
-                and np.isfinite(float(trainer.state.ke2))):
+                and np.all(np.isfinite(trainer.state.ke2.numpy()))):
             # sample_ensemble has no divergence guard of its own; raising here aborts the
             # store, so a diverged chain never leaves NaN codes behind as a result
             raise TrainingDiverged(
@@ -680,7 +690,9 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
     (decoder applied to the ensemble-mean code), both float32 [n, rows, cols, channels]."""
     import keras
 
-    ens = xr.open_zarr(run.ensemble_path, consolidated=False)
+    from eae.io import member_view
+
+    ens = member_view(xr.open_zarr(run.ensemble_path, consolidated=False))
     originals = to_float(load_faces_at(data_path, ens["store_index"].values))
     decoder = keras.saving.load_model(Path(run.model_dir) / "decoder.keras", compile=False)
     recon = _decode(decoder, ens["latent_mean"].values.astype(np.float32), batch_size)

@@ -390,10 +390,10 @@ class _Models:
 
     def ensemble(self):
         def open_checked():
-            from eae.io import open_zarr
+            from eae.io import open_ensemble
             from eae.metrics import _check_ensemble_matches, _ensemble_latent
 
-            ds = open_zarr(self.p["ensemble"])
+            ds = open_ensemble(self.p["ensemble"])
             _ensemble_latent(ds)
             _check_ensemble_matches(ds, self.x, self.labels, self.p["ensemble"])
             return ds

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import xarray as xr
 
 PROVENANCE_ATTR = "provenance"
@@ -75,6 +76,21 @@ def open_zarr(path: str | os.PathLike) -> xr.Dataset:
     if not path.exists():
         raise FileNotFoundError(f"Zarr store not found: {path}")
     return xr.open_zarr(path, consolidated=False)
+
+
+def member_view(ds: xr.Dataset) -> xr.Dataset:
+    """An ensemble store's ``(chain, draw, …)`` variables as one leading ``member``
+    axis (chain-major: member = chain · draws + draw), with ``chain`` and ``draw``
+    kept as coordinates of ``member``. Stores without a chain axis pass through."""
+    if "chain" not in ds.dims or "draw" not in ds.dims:
+        return ds
+    stacked = ds.stack(member=("chain", "draw"), create_index=False).transpose("member", ...)
+    return stacked.assign_coords(member=np.arange(stacked.sizes["member"]))
+
+
+def open_ensemble(path: str | os.PathLike) -> xr.Dataset:
+    """Open an ensemble store (lazily) with its members on one ``member`` axis."""
+    return member_view(open_zarr(path))
 
 
 def read_provenance(ds_or_path: xr.Dataset | str | os.PathLike) -> dict[str, Any]:

@@ -370,10 +370,10 @@ def ensemble_statistics(path: str | os.PathLike, threshold: float = 0.01,
     with the stored ``latent_mean`` when the store has one). Memory: one block of
     ``chunk_members`` members.
     """
-    from eae.io import open_zarr
+    from eae.io import open_ensemble
     from eae.progress import Progress
 
-    ds = open_zarr(path)
+    ds = open_ensemble(path)
     lat = _ensemble_latent(ds)
     n_members, n_samples, dim = (int(s) for s in lat.shape)
     if n_members == 0:
@@ -582,10 +582,10 @@ def _mse(recon: np.ndarray, x: np.ndarray) -> float:
 def eae_metrics(paths: Mapping[str, Path], x_test, labels, cfg) -> dict[str, Any]:
     """Metrics of the EAE: ensemble-mean codes decoded by the trained decoder, and the
     activity of the mean codes and of all latent samples."""
-    from eae.io import open_zarr
+    from eae.io import open_ensemble
     from eae.models import output_activation_of
 
-    ds = open_zarr(paths["ensemble"])
+    ds = open_ensemble(paths["ensemble"])
     _check_ensemble_matches(ds, x_test, labels, paths["ensemble"])
     stats = ensemble_statistics(paths["ensemble"], cfg["active_threshold"], cfg["chunk_members"])
     decoder = load_model(Path(paths["eae"]) / "decoder.keras")

@@ -650,7 +650,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
     ``outputs`` maps table_csv, table_md, fig_correlation, fig_kde, fig_dynamics,
     frequency to paths. Each gets a provenance sidecar (results/provenance/…).
     """
-    from eae.io import open_zarr, read_provenance
+    from eae.io import open_ensemble, read_provenance
     from eae.provenance import make_record, now_iso, record_outputs
     from eae.rd_data import load_rd_split
 
@@ -660,7 +660,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
                       "frequency"} - set(outputs))
     if missing:
         raise KeyError(f"rd_analysis: output path(s) {missing} not given")
-    ds = open_zarr(coefficients_path)
+    ds = open_ensemble(coefficients_path)
     for name in ("coefficients", "latent_code", "latent_code_mean"):
         if name not in ds:
             raise ValueError(f"{coefficients_path}: variable {name!r} missing (not a "

@@ -154,19 +154,28 @@ def temperature_at(config: SimmeringConfig, step: tf.Tensor) -> tf.Tensor:
     return t0 * tf.pow(t1 / t0, frac)
 
 
-def _sum_squares(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+def _sum_squares(tensors: Sequence[tf.Tensor], chains: int | None = None) -> tf.Tensor:
     """Σ x² over all tensors: float32 partial sums along the last axis (at most a few
-    thousand terms each), accumulated in float64 (millions of terms in all)."""
+    thousand terms each), accumulated in float64 (millions of terms in all). With
+    ``chains``, every tensor has a leading chain axis and the result is per chain [C]."""
     parts = []
     for t in tensors:
-        rows = tf.reduce_sum(tf.square(t), axis=-1) if t.shape.rank else tf.square(t)
-        parts.append(tf.reduce_sum(tf.cast(rows, tf.float64)))
+        keep = 1 if chains else 0
+        rows = tf.reduce_sum(tf.square(t), axis=-1) if t.shape.rank > keep else tf.square(t)
+        rows = tf.cast(rows, tf.float64)
+        parts.append(tf.reduce_sum(rows, axis=list(range(1, rows.shape.rank))) if chains
+                     else tf.reduce_sum(rows))
     return tf.add_n(parts)
 
 
-def _kinetic2(momentum: Sequence[tf.Tensor], mass: float) -> tf.Tensor:
-    """Σ p²/m (float64)."""
-    return _sum_squares(momentum) / mass
+def _kinetic2(momentum: Sequence[tf.Tensor], mass: float, chains: int | None = None) -> tf.Tensor:
+    """Σ p²/m (float64; per chain [C] with ``chains``)."""
+    return _sum_squares(momentum, chains) / mass
+
+
+def _per_chain(factor: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
+    """A per-chain factor [C] shaped to broadcast against a tensor [C, …]."""
+    return tf.reshape(tf.cast(factor, like.dtype), [-1] + [1] * (like.shape.rank - 1))
 
 
 
@@ -235,7 +244,7 @@ def _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, half_dt, weights, n_res
 
 def _thermostat(config, ke2, xi, v_xi, temperature, n_dof):
     if config.chain_length == 0:
-        return tf.constant(1.0, tf.float64), xi, v_xi
+        return tf.ones_like(ke2), xi, v_xi
     q = _thermostat_masses(config, temperature, n_dof)
     return _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, 0.5 * config.dt,
                           SUZUKI_YOSHIDA[config.sy_order], config.n_respa)
@@ -247,8 +256,9 @@ def conserved_energy(config: SimmeringConfig, state: SimmeringState, n_dof) -> t
     energy = state.loss + 0.5 * state.ke2
     if config.chain_length > 0:
         q = _thermostat_masses(config, temperature, n_dof)
-        energy += 0.5 * tf.reduce_sum(q * tf.square(state.v_xi))
-        energy += n_dof * temperature * state.xi[0] + temperature * tf.reduce_sum(state.xi[1:])
+        q = tf.reshape(q, [-1] + [1] * (state.v_xi.shape.rank - 1))  # [M] or [M, 1] (chains)
+        energy += 0.5 * tf.reduce_sum(q * tf.square(state.v_xi), axis=0)
+        energy += n_dof * temperature * state.xi[0] + temperature * tf.reduce_sum(state.xi[1:], axis=0)
     return energy
 
 
@@ -257,20 +267,44 @@ class Simmering:
 
     Momenta are stored as displacements q = p·dt/m (the next drift), one variable per
     parameter tensor, up to the state's ``pending_scale``.
+
+    ``chains``: when set, every variable carries a leading axis of ``chains``
+    independent systems (e.g. the stacked weights of :class:`eae.chains.ChainEncoder`),
+    each with its own Nosé–Hoover chain. ``value_and_grad`` then returns one loss per
+    chain [C] and the gradients of their sum; the state's scalars (loss, ke2,
+    pending_scale) become [C], the chain variables xi, v_xi [M, C], and every
+    :class:`SimmeringInfo` field except ``temperature`` is per chain.
     """
 
-    def __init__(self, variables: Sequence[tf.Variable], config: SimmeringConfig):
+    def __init__(self, variables: Sequence[tf.Variable], config: SimmeringConfig,
+                 chains: int | None = None):
         self.variables = list(variables)
         self.config = config
-        self.n_dof = num_degrees_of_freedom(self.variables)
+        self.chains = int(chains) if chains else None
+        total = num_degrees_of_freedom(self.variables)
+        if self.chains:
+            bad = [v.name for v in self.variables if not v.shape.rank or v.shape[0] != self.chains]
+            if bad:
+                raise ValueError(f"Simmering(chains={self.chains}): variables {bad} lack a "
+                                 f"leading chain axis of size {self.chains}")
+        #: degrees of freedom of one system (one chain)
+        self.n_dof = total // (self.chains or 1)
         self.displacement = tuple(
             tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"simmering_q{i}")
             for i, v in enumerate(self.variables))
 
+    def _scalar_shape(self) -> list[int]:
+        return [self.chains] if self.chains else []
+
     def momenta(self, state: SimmeringState) -> list[tf.Tensor]:
         """The particle momenta p."""
         factor = state.pending_scale * (self.config.mass / self.config.dt)
-        return [tf.convert_to_tensor(q) * tf.cast(factor, q.dtype) for q in self.displacement]
+        out = []
+        for q in self.displacement:
+            q = tf.convert_to_tensor(q)
+            f = _per_chain(factor, q) if self.chains else tf.cast(factor, q.dtype)
+            out.append(q * f)
+        return out
 
     def _set_momenta(self, momentum) -> list:
         to_q = self.config.dt / self.config.mass
@@ -295,13 +329,14 @@ class Simmering:
             momentum = [tf.zeros(s, d) for s, d in zip(shapes, dtypes)]
         self._set_momenta(momentum)
         m = max(config.chain_length, 1)
+        scalar = self._scalar_shape()
         state = SimmeringState(
-            pending_scale=tf.constant(1.0, tf.float64),
+            pending_scale=tf.ones(scalar, tf.float64),
             grad=tuple(tf.convert_to_tensor(g) for g in grads),
-            loss=tf.cast(loss, tf.float64),
-            ke2=_kinetic2(momentum, config.mass),
-            xi=tf.zeros([m], tf.float64),
-            v_xi=tf.zeros([m], tf.float64),
+            loss=tf.cast(tf.reshape(loss, scalar), tf.float64),
+            ke2=_kinetic2(momentum, config.mass, self.chains),
+            xi=tf.zeros([m] + scalar, tf.float64),
+            v_xi=tf.zeros([m] + scalar, tf.float64),
             step=tf.constant(0, tf.int64),
             seed=seed_t,
         )
@@ -318,10 +353,26 @@ class Simmering:
             p = _draw_momenta([q.shape for q in qs], [q.dtype for q in qs], config,
                               temperature, state.seed, state.step)
             with tf.control_dependencies(self._set_momenta(p)):
-                return _kinetic2(p, config.mass), tf.constant(1.0, tf.float64)
+                return (_kinetic2(p, config.mass, self.chains),
+                        tf.ones_like(state.pending_scale))
 
         due = tf.logical_and(state.step > 0, state.step % config.resample_every == 0)
         return tf.cond(due, redraw, lambda: (state.ke2, state.pending_scale))
+
+    def _kick_drift(self, grads, factor, c) -> None:
+        """q ← factor·q − c·g ; θ ← θ + q  (thermostat rescale + half kick + drift)."""
+        if not self.chains or self.chains == 1:
+            # one fused kernel per tensor (the factor is a single number)
+            factor = tf.reshape(factor, [])
+            for var, q, g in zip(self.variables, self.displacement, grads):
+                tf.raw_ops.ResourceApplyKerasMomentum(
+                    var=var.handle, accum=q.handle, lr=tf.constant(c, var.dtype), grad=g,
+                    momentum=tf.cast(factor, var.dtype))
+            return
+        for var, q, g in zip(self.variables, self.displacement, grads):
+            new_q = q * _per_chain(factor, q) - tf.constant(c, q.dtype) * g
+            q.assign(new_q)
+            var.assign_add(new_q)
 
     def step(self, state: SimmeringState,
              value_and_grad: ValueAndGrad) -> tuple[SimmeringState, SimmeringInfo, Any]:
@@ -338,26 +389,21 @@ class Simmering:
         c = config.dt * 0.5 * config.dt / config.mass
 
         scale, xi, v_xi = _thermostat(config, ke2, state.xi, state.v_xi, temperature, n_dof)
-        factor = pending * scale
-        for var, q, g in zip(self.variables, self.displacement, state.grad):
-            # q ← factor·q − c·g ; θ ← θ + q   (thermostat + kick + drift in one kernel)
-            tf.raw_ops.ResourceApplyKerasMomentum(
-                var=var.handle, accum=q.handle, lr=tf.constant(c, var.dtype), grad=g,
-                momentum=tf.cast(factor, var.dtype))
+        self._kick_drift(state.grad, pending * scale, c)
 
         loss, grads, aux = value_and_grad()
         grads = tuple(tf.convert_to_tensor(g) for g in grads)
         for q, g in zip(self.displacement, grads):
             tf.raw_ops.ResourceApplyGradientDescent(
                 var=q.handle, alpha=tf.constant(c, q.dtype), delta=g)
-        qsq = _sum_squares([q.read_value() for q in self.displacement])
+        qsq = _sum_squares([q.read_value() for q in self.displacement], self.chains)
         ke2 = qsq * (config.mass / (config.dt * config.dt))
         scale, xi, v_xi = _thermostat(config, ke2, xi, v_xi, temperature, n_dof)
 
         new_state = SimmeringState(
             pending_scale=scale,
             grad=grads,
-            loss=tf.cast(loss, tf.float64),
+            loss=tf.cast(tf.reshape(loss, self._scalar_shape()), tf.float64),
             ke2=ke2 * scale * scale,
             xi=xi,
             v_xi=v_xi,

@@ -26,6 +26,8 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
+from eae.chains import chain_mean, chains_of
+
 logger = logging.getLogger("eae")
 
 #: Config sections that change the training trajectory (the rest, e.g. ``ensemble``,
@@ -93,21 +95,23 @@ def least_squares(theta: tf.Tensor, z_dot: tf.Tensor, ridge: float = 0.0) -> tf.
     conditioning; ``ridge`` adds ridge·I to that normalised Gram matrix (a
     dimensionless Tikhonov term; 0 = plain least squares). Near-collinear columns
     (sin z ≈ z − z³/6 for small z) make the unregularised solution ill-conditioned
-    but still finite in float64. Returns Ξ [n_terms, latent] in Θ's dtype.
+    but still finite in float64. Returns Ξ [n_terms, latent] in Θ's dtype. Leading
+    batch axes (one system per chain: Θ [C, B, terms], ż [C, B, latent]) give
+    Ξ [C, terms, latent].
     """
     th = tf.cast(theta, tf.float64)
     zd = tf.cast(z_dot, tf.float64)
-    n = tf.cast(tf.shape(th)[0], tf.float64)
+    n = tf.cast(tf.shape(th)[-2], tf.float64)
     gram = tf.matmul(th, th, transpose_a=True) / n
     rhs = tf.matmul(th, zd, transpose_a=True) / n
     # Guard against an all-zero column (e.g. z ≡ 0): its scale is set to 1.
     scale = tf.sqrt(tf.linalg.diag_part(gram))
     scale = tf.where(scale > 0, scale, tf.ones_like(scale))
-    gram_n = gram / (scale[:, None] * scale[None, :])
-    rhs_n = rhs / scale[:, None]
+    gram_n = gram / (scale[..., :, None] * scale[..., None, :])
+    rhs_n = rhs / scale[..., :, None]
     if ridge > 0:
-        gram_n += ridge * tf.eye(tf.shape(gram_n)[0], dtype=tf.float64)
-    xi = tf.linalg.solve(gram_n, rhs_n) / scale[:, None]
+        gram_n += ridge * tf.eye(tf.shape(gram_n)[-1], dtype=tf.float64)
+    xi = tf.linalg.solve(gram_n, rhs_n) / scale[..., :, None]
     return tf.cast(xi, theta.dtype)
 
 
@@ -119,14 +123,26 @@ def jvp(model: Callable, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, t
     return y, acc.jvp(y)
 
 
+def encode_each_of(encoder) -> Callable:
+    """``model(x, training=False)`` → [C, N, latent]: every chain on one input."""
+    return lambda x, training=False: encoder.encode_each(x)
+
+
 def sindy_terms(encoder, decoder, x, x_dot, ridge: float = 0.0,
                 poly_order: int = 3, sines: bool = True) -> dict[str, tf.Tensor]:
     """Every intermediate of the SINDy-EAE objective for one batch (dict of tensors):
-    z, z_dot, theta, xi, z_dot_model, x_hat, x_dot_hat."""
+    z, z_dot, theta, xi, z_dot_model, x_hat, x_dot_hat. With a several-chain encoder
+    the batch is chain-major and Ξ is fitted per chain ([C, terms, latent])."""
+    chains = chains_of(encoder)
     z, z_dot = jvp(encoder, x, x_dot)
     theta = sindy_library(z, poly_order, sines)
-    xi = least_squares(theta, z_dot, ridge)
-    z_dot_model = tf.matmul(theta, xi)
+    if chains > 1:
+        per_chain = lambda t: tf.reshape(t, [chains, -1, t.shape[-1]])  # noqa: E731
+        xi = least_squares(per_chain(theta), per_chain(z_dot), ridge)
+        z_dot_model = tf.reshape(tf.matmul(per_chain(theta), xi), tf.shape(z_dot))
+    else:
+        xi = least_squares(theta, z_dot, ridge)
+        z_dot_model = tf.matmul(theta, xi)
     x_hat, x_dot_hat = jvp(decoder, z, z_dot_model)
     return dict(z=z, z_dot=z_dot, theta=theta, xi=xi, z_dot_model=z_dot_model,
                 x_hat=x_hat, x_dot_hat=x_dot_hat)
@@ -139,9 +155,10 @@ def make_sindy_loss(lambda_x: float = 1.0, lambda_x_dot: float = 1.0, ridge: flo
 
     def sindy_loss(encoder, decoder, batch):
         x, x_dot = batch[0], batch[1]
+        chains = chains_of(encoder)
         t = sindy_terms(encoder, decoder, x, x_dot, ridge, poly_order, sines)
-        loss_x = tf.reduce_mean(tf.square(x - t["x_hat"]))
-        loss_x_dot = tf.reduce_mean(tf.square(x_dot - t["x_dot_hat"]))
+        loss_x = chain_mean(tf.square(x - t["x_hat"]), chains)
+        loss_x_dot = chain_mean(tf.square(x_dot - t["x_dot_hat"]), chains)
         return lambda_x * loss_x + lambda_x_dot * loss_x_dot
 
     return sindy_loss
@@ -188,7 +205,7 @@ def rd_trainer(cfg: Mapping, data_path):
     """
     from eae import sampler as simmering
     from eae.rd_data import load_rd_split
-    from eae.train import EAETrainer, TrainSettings
+    from eae.train import EAETrainer, TrainSettings, build_chain_encoder
 
     _check_cfg(cfg)
     splits = {s: load_rd_split(data_path, s) for s in ("train", "val", "test")}
@@ -198,7 +215,9 @@ def rd_trainer(cfg: Mapping, data_path):
             if not np.all(np.isfinite(split[key])):
                 raise ValueError(f"{data_path}: split {name!r} holds non-finite {key}")
     seed = int(cfg["train"].get("seed", 0))
-    encoder, decoder = build_models(cfg["model"], train["x"].shape[1], seed)
+    _, decoder = build_models(cfg["model"], train["x"].shape[1], seed)
+    encoder = build_chain_encoder(lambda s: build_models(cfg["model"], train["x"].shape[1], s)[0],
+                                  int(cfg["train"].get("chains", 1)), seed)
     val = splits.get("val")
     trainer = EAETrainer(
         encoder, decoder, [train["x"], train["x_dot"]],
@@ -254,18 +273,22 @@ def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg:
                   test_loss: bool = False):
     """``record()`` for :func:`eae.ensemble.sample_ensemble`: per encoder sample, Ξ on
     the whole test set (from z and ż = J_E ẋ), the test latents z and (with
-    ``test_loss``, which doubles the cost: the decoder JVP) the test loss."""
+    ``test_loss``, which doubles the cost: the decoder JVP) the test loss; every array
+    has a leading chain axis."""
     ridge = float(loss_cfg.get("ridge", 0.0))
     loss_fn = loss_from_config(loss_cfg)
+    chains = trainer.chains
     x_t, xd_t = tf.constant(x_test), tf.constant(x_dot_test)
+    tiled = (tf.constant(np.concatenate([x_test] * chains)),
+             tf.constant(np.concatenate([x_dot_test] * chains)))
 
     @tf.function
     def compute():
-        z, z_dot = jvp(trainer.encoder, x_t, xd_t)
+        z, z_dot = jvp(encode_each_of(trainer.encoder), x_t, xd_t)  # [C, N, latent]
         xi = least_squares(sindy_library(z), z_dot, ridge)
         return xi, z
 
-    compute_loss = tf.function(lambda: loss_fn(trainer.encoder, trainer.decoder, (x_t, xd_t)))
+    compute_loss = tf.function(lambda: loss_fn(trainer.encoder, trainer.decoder, tiled))
 
     def record():
         xi, z = compute()

@@ -28,14 +28,19 @@ import keras
 import tensorflow as tf
 
 from eae import sampler as simmering
+from eae.chains import ChainEncoder, chain_mean, chains_of
 from eae.io import write_csv_atomic
 from eae.progress import Progress
 
 logger = logging.getLogger("eae")
 
-#: loss_fn(encoder, decoder, batch) -> scalar reconstruction loss; batch is a tuple of
-#: tensors, one per training array.
-LossFn = Callable[[keras.Model, keras.Model, tuple], tf.Tensor]
+#: loss_fn(encoder, decoder, batch) -> reconstruction loss per chain [C]; batch is a
+#: tuple of chain-major tensors [C·B, …], one per training array, and the encoder a
+#: :class:`eae.chains.ChainEncoder` (see :func:`eae.chains.chain_mean`).
+LossFn = Callable[[ChainEncoder, keras.Model, tuple], tf.Tensor]
+
+#: Bumped when the checkpoint layout changes, so an old checkpoint is never resumed.
+CHECKPOINT_FORMAT = "chains-1"
 
 LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed")
@@ -52,7 +57,14 @@ class TrainSettings:
     decoder_updates: number of Adam steps on the decoder.
     encoder_steps: Simmering steps (mini-batches) per decoder update; when None,
       ``encoder_epochs`` passes over the training set are used instead.
+    chains: independent encoder chains (own seed, own thermostat, own mini-batches),
+      stepped together; the decoder gradient averages over chains and steps.
+    anneal_updates: decoder updates over which the sampler's temperature goes from
+      ``temperature`` to ``final_temperature`` (None: all of training).
     runaway_factor: stop when the mean T_kin of a round exceeds this × target T.
+    rhat_max, ess_min_round: per-round convergence check of the chains' losses (C ≥ 2):
+      the log warns when split-R̂ exceeds ``rhat_max`` or the bulk ESS of a round falls
+      below ``ess_min_round``.
     """
 
     decoder_updates: int = 10
@@ -64,7 +76,11 @@ class TrainSettings:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     seed: int = 0
+    chains: int = 1
+    anneal_updates: int | None = None
     runaway_factor: float = 100.0
+    rhat_max: float = 1.01
+    ess_min_round: float = 10.0
     log_every_s: float = 5.0
     deterministic: bool = True
 
@@ -81,11 +97,13 @@ class TrainSettings:
         return max(1, int(math.ceil(self.encoder_epochs * (n_train // self.batch_size))))
 
 
-def batch_indices(n: int, batch_size: int, seed: int, first_step: int, n_steps: int) -> np.ndarray:
+def batch_indices(n: int, batch_size: int, seed: int, first_step: int, n_steps: int,
+                  chain: int = 0) -> np.ndarray:
     """Indices [n_steps, batch] of the mini-batches for global steps first_step…
 
-    Each epoch is a fresh permutation drawn from (seed, epoch), so the batch at any
-    global step is a pure function of the step: resuming needs no RNG state.
+    Each epoch is a fresh permutation drawn from (seed, epoch) — (seed, epoch, chain)
+    for chains after the first —, so the batch at any global step is a pure function
+    of the step: resuming needs no RNG state.
     """
     per_epoch = max(1, n // batch_size)
     out = np.empty((n_steps, min(batch_size, n)), np.int32)
@@ -93,28 +111,43 @@ def batch_indices(n: int, batch_size: int, seed: int, first_step: int, n_steps: 
     for i in range(n_steps):
         epoch, pos = divmod(first_step + i, per_epoch)
         if epoch not in cache:
-            cache = {epoch: np.random.default_rng([seed, epoch]).permutation(n)}
+            key = [seed, epoch] if chain == 0 else [seed, epoch, chain]
+            cache = {epoch: np.random.default_rng(key).permutation(n)}
         out[i] = cache[epoch][pos * batch_size : pos * batch_size + out.shape[1]]
     return out
 
 
 def mse_loss(encoder, decoder, batch):
-    """Mean squared reconstruction error of x (the default EAE objective)."""
+    """Mean squared reconstruction error of x per chain (the default EAE objective)."""
     x = batch[0]
-    return tf.reduce_mean(tf.square(decoder(encoder(x, training=False), training=False) - x))
+    err = tf.square(decoder(encoder(x, training=False), training=False) - x)
+    return chain_mean(err, chains_of(encoder))
+
+
+def annealed_sampler_config(config: simmering.SimmeringConfig, settings: "TrainSettings",
+                            steps_per_update: int) -> simmering.SimmeringConfig:
+    """The sampler config with its annealing span counted in decoder updates
+    (``settings.anneal_updates``, default: all of training) when it anneals at all."""
+    if config.final_temperature is None or config.schedule == "constant":
+        return config
+    updates = settings.anneal_updates
+    if updates is None:
+        updates = settings.decoder_updates
+    return dataclasses.replace(config, anneal_steps=int(updates) * steps_per_update)
 
 
 class EAETrainer:
     """Algorithm 1 for an encoder/decoder pair and a reconstruction loss.
 
-    ``train_arrays`` are the training arrays (first axis = sample), handed to
-    ``loss_fn`` as one batch tuple. ``val_arrays`` (optional) give a validation loss
-    per decoder update.
+    ``encoder`` is a :class:`eae.chains.ChainEncoder` of ``settings.chains`` chains (a
+    plain Keras model is wrapped as one chain). ``train_arrays`` are the training
+    arrays (first axis = sample), handed to ``loss_fn`` as one chain-major batch tuple.
+    ``val_arrays`` (optional) give a validation loss per decoder update.
     """
 
     def __init__(
         self,
-        encoder: keras.Model,
+        encoder: ChainEncoder | keras.Model,
         decoder: keras.Model,
         train_arrays: Sequence[np.ndarray],
         sampler_config: simmering.SimmeringConfig,
@@ -124,14 +157,23 @@ class EAETrainer:
     ):
         if settings.deterministic:
             tf.config.experimental.enable_op_determinism()
+        if not isinstance(encoder, ChainEncoder):
+            encoder = ChainEncoder([encoder])
+        if encoder.chains != settings.chains:
+            raise ValueError(f"the encoder has {encoder.chains} chains but train.chains = "
+                             f"{settings.chains}")
         self.encoder, self.decoder = encoder, decoder
+        self.chains = encoder.chains
         self.loss_fn = loss_fn
         self.settings = settings
-        self.sampler_config = sampler_config
         self.train = tuple(tf.constant(a) for a in train_arrays)
         self.n_train = int(train_arrays[0].shape[0])
-        self.val = tuple(tf.constant(a) for a in val_arrays) if val_arrays is not None else None
+        # every chain sees the whole validation set: tiled chain-major
+        self.val = (tuple(tf.constant(np.concatenate([a] * self.chains)) for a in val_arrays)
+                    if val_arrays is not None else None)
         self.steps_per_update = settings.steps_per_update(self.n_train)
+        sampler_config = annealed_sampler_config(sampler_config, settings, self.steps_per_update)
+        self.sampler_config = sampler_config
         self.enc_vars = list(encoder.trainable_variables)
         self.dec_vars = list(decoder.trainable_variables)
         self.optimizer = keras.optimizers.Adam(
@@ -139,26 +181,40 @@ class EAETrainer:
             beta_2=settings.beta_2, epsilon=settings.epsilon)
         self.optimizer.build(self.dec_vars)
         self.update = 0
-        self.sampler = simmering.Simmering(self.enc_vars, sampler_config)
+        self.sampler = simmering.Simmering(self.enc_vars, sampler_config, chains=self.chains)
         self.state: simmering.SimmeringState | None = None
         self._round = tf.function(self._round_impl)
         self._apply = tf.function(self._apply_impl)
         self._refresh = tf.function(self._refresh_impl)
-        self._val_loss = tf.function(lambda: self.loss_fn(self.encoder, self.decoder, self.val))
+        self._val_loss = tf.function(lambda: self._chain_losses(self.val))
+        self._rounds_flagged = 0
 
     # -- compiled pieces -------------------------------------------------------
+    def _chain_losses(self, batch) -> tf.Tensor:
+        loss = self.loss_fn(self.encoder, self.decoder, batch)
+        if loss.shape.rank == 0 and self.chains > 1:
+            raise ValueError("loss_fn returned one number for several chains; it must "
+                             "return one loss per chain (see eae.chains.chain_mean)")
+        return tf.reshape(loss, [self.chains])
+
     def _value_and_grad(self, batch):
         def value_and_grad():
             with tf.GradientTape() as tape:
-                loss = self.loss_fn(self.encoder, self.decoder, batch)
-            grads = tape.gradient(loss, self.enc_vars + self.dec_vars)
+                losses = self._chain_losses(batch)
+                # Chain c's encoder only enters loss c: the gradient of the sum is every
+                # chain's own force; the decoder follows the chain average.
+                total = tf.reduce_sum(losses)
+            grads = tape.gradient(total, self.enc_vars + self.dec_vars)
             n = len(self.enc_vars)
-            return loss, grads[:n], grads[n:]
+            dec_grads = [g / float(self.chains) for g in grads[n:]]
+            return losses, grads[:n], dec_grads
 
         return value_and_grad
 
     def _gather(self, idx):
-        return tuple(tf.gather(a, idx) for a in self.train)
+        """Chain-major batch [C·B, …] of per-chain indices [C, B]."""
+        flat = tf.reshape(idx, [-1])
+        return tuple(tf.gather(a, flat) for a in self.train)
 
     def _round_impl(self, state, indices, accumulate: bool = True):
         """``len(indices)`` Simmering steps; returns the state, per-step diagnostics and
@@ -185,13 +241,15 @@ class EAETrainer:
     # -- public API -----------------------------------------------------------
     def initialize(self) -> None:
         """Initial thermostat state at the encoder's initial weights."""
-        idx = batch_indices(self.n_train, self.settings.batch_size, self.settings.seed, 0, 1)[0]
-        vg = self._value_and_grad(self._gather(tf.constant(idx)))
+        vg = self._value_and_grad(self._gather(self.indices_for(0, 1)[0]))
         self.state, _ = self.sampler.init(vg, seed=[self.settings.seed, 1])
 
     def indices_for(self, first_step: int, n_steps: int) -> tf.Tensor:
-        return tf.constant(batch_indices(self.n_train, self.settings.batch_size,
-                                         self.settings.seed, first_step, n_steps))
+        """Mini-batch indices [n_steps, C, B] of every chain for global steps first_step…"""
+        s = self.settings
+        return tf.constant(np.stack(
+            [batch_indices(self.n_train, s.batch_size, s.seed, first_step, n_steps, chain=c)
+             for c in range(self.chains)], axis=1))
 
     def run_update(self) -> dict:
         """One decoder update: a round of encoder steps, then one Adam step."""
@@ -199,7 +257,6 @@ class EAETrainer:
             self.initialize()
         first = self.update * self.steps_per_update
         idx = self.indices_for(first, self.steps_per_update)
-        h_start = None
         t0 = time.perf_counter()
         state, info, grads = self._round(self.state, idx)
         self.check_diagnostics(info)
@@ -207,9 +264,8 @@ class EAETrainer:
         next_idx = self.indices_for(first + self.steps_per_update, 1)[0]
         self.state = self._refresh(state, next_idx)
         self.update += 1
-        losses = info.loss.numpy()
+        losses = info.loss.numpy()  # [steps, chains]
         h = info.conserved_energy.numpy()
-        h_start = h[0]
         row = {
             "update": self.update,
             "steps": int(self.state.step),
@@ -219,13 +275,34 @@ class EAETrainer:
             **{f"loss_q{int(q * 100):02d}": float(np.quantile(losses, q)) for q in LOSS_QUANTILES},
             "temperature": float(info.temperature.numpy()[-1]),
             "kinetic_temperature": float(info.kinetic_temperature.numpy().mean()),
-            "conserved_energy_drift": float(h[-1] - h_start),
-            "xi1": float(info.xi1.numpy()[-1]),
+            "conserved_energy_drift": float(np.mean(h[-1] - h[0])),
+            "xi1": float(np.mean(info.xi1.numpy()[-1])),
             "round_seconds": time.perf_counter() - t0,
         }
+        if self.chains > 1:
+            row.update(self._round_convergence(losses))
         if self.val is not None:
-            row["val_loss"] = float(self._val_loss())
+            row["val_loss"] = float(np.mean(self._val_loss().numpy()))
         return row
+
+    def _round_convergence(self, losses: np.ndarray) -> dict:
+        """Split-R̂ and ESS of the chains' losses over one round (decoder fixed), with a
+        log warning when they miss the configured limits."""
+        from eae.diagnostics import trace_diagnostics
+
+        d = trace_diagnostics(losses)
+        s = self.settings
+        bad = []
+        if d["rhat"] > s.rhat_max:
+            bad.append(f"R̂ {d['rhat']:.3f} > {s.rhat_max} (train.rhat_max)")
+        if d["ess_bulk"] < s.ess_min_round:
+            bad.append(f"bulk ESS {d['ess_bulk']:.1f} < {s.ess_min_round} (train.ess_min_round)")
+        if bad:
+            self._rounds_flagged += 1
+            logger.warning("decoder update %d: chains not converged within the round: %s",
+                           self.update, "; ".join(bad))
+        return {"rhat_loss": d["rhat"], "ess_bulk_loss": d["ess_bulk"],
+                "ess_tail_loss": d["ess_tail"], "iat_loss": d["iat"]}
 
     def check_diagnostics(self, info: simmering.SimmeringInfo) -> None:
         """Raise :class:`TrainingDiverged` on NaN/inf diagnostics or a runaway T_kin."""
@@ -235,7 +312,9 @@ class EAETrainer:
                 raise TrainingDiverged(
                     f"{name} became NaN/inf during {where}; reduce dt or temperature. "
                     "The last good checkpoint is kept.")
-        ratio = float(np.mean(info.kinetic_temperature.numpy() / info.temperature.numpy()))
+        t_kin = info.kinetic_temperature.numpy()
+        target = info.temperature.numpy().reshape((-1,) + (1,) * (t_kin.ndim - 1))
+        ratio = float(np.mean(t_kin / target))
         if ratio > self.settings.runaway_factor:
             raise TrainingDiverged(
                 f"kinetic temperature ran away during {where}: mean T_kin = {ratio:.3g} × T "
@@ -245,7 +324,7 @@ class EAETrainer:
     # -- checkpoints ----------------------------------------------------------
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"update": np.array(self.update),
-                  "fingerprint": np.array(getattr(self, "fingerprint", ""))}
+                  "fingerprint": np.array(_versioned(getattr(self, "fingerprint", "")))}
         for prefix, variables in (("enc", self.encoder.weights), ("dec", self.decoder.weights),
                                   ("opt", self.optimizer.variables)):
             for i, v in enumerate(variables):
@@ -301,7 +380,7 @@ class EAETrainer:
         ckpt, hist_path = ckpt_dir / "checkpoint.npz", ckpt_dir / "history.csv"
         rows: list[dict] = []
         self.fingerprint = fingerprint
-        if ckpt.exists() and _checkpoint_fingerprint(ckpt) != fingerprint:
+        if ckpt.exists() and _checkpoint_fingerprint(ckpt) != _versioned(fingerprint):
             logger.warning("ignoring checkpoint %s: made with other settings or data", ckpt)
         elif ckpt.exists():
             self.load_checkpoint(ckpt)
@@ -319,17 +398,26 @@ class EAETrainer:
             done_now += 1
             progress.update(self.update, _summary(row), force=self.update in (1, total))
         history = pd.DataFrame(rows)
+        if self._rounds_flagged:
+            logger.warning("%d of %d decoder updates in this run ended with unconverged chains "
+                           "(R̂ or ESS of the round's losses, columns rhat_loss/ess_bulk_loss "
+                           "of history.csv)", self._rounds_flagged, done_now)
         if hist_path.parent != out:
             write_csv_atomic(history, out / "history.csv")
         return history
 
     def save_models(self, out_dir: str | os.PathLike) -> None:
-        """encoder.keras, decoder.keras and final_state.npz (the full training state,
-        from which ensemble sampling continues the chain)."""
+        """encoder.keras (chain 0's final encoder), decoder.keras and final_state.npz
+        (the full training state of every chain, from which ensemble sampling
+        continues)."""
         out = Path(out_dir)
-        self.encoder.save(out / "encoder.keras")
+        self.encoder.member(0).save(out / "encoder.keras")
         self.decoder.save(out / "decoder.keras")
         self.save_checkpoint(out / "final_state.npz")
+
+
+def _versioned(fingerprint: str) -> str:
+    return f"{CHECKPOINT_FORMAT}:{fingerprint}"
 
 
 def _checkpoint_fingerprint(path: Path) -> str:
@@ -353,6 +441,11 @@ def _summary(row: dict) -> str:
     return text
 
 
+def build_chain_encoder(builder: Callable[[int], keras.Model], chains: int, seed: int) -> ChainEncoder:
+    """``chains`` encoders from a seeded ``builder`` (chain 0 uses ``seed`` itself)."""
+    return ChainEncoder.build(builder, int(chains), int(seed))
+
+
 # -- the image experiments' stage (MNIST, Frey Faces) ---------------------------------
 def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
     """An :class:`EAETrainer` for an image dataset store and an EAE config block
@@ -362,7 +455,11 @@ def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
 
     splits = {name: load_split(data_path, name) for name in ("train", "val", "test")}
     x_train = splits["train"][0]
-    encoder, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=cfg["train"]["seed"])
+    seed = cfg["train"]["seed"]
+    _, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=seed)
+    encoder = build_chain_encoder(
+        lambda s: build_from_config(cfg["model"], x_train.shape[1], seed=s)[0],
+        cfg["train"].get("chains", 1), seed)
     trainer = EAETrainer(
         encoder, decoder, [x_train],
         simmering.SimmeringConfig.from_dict(cfg["sampler"]),

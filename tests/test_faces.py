@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+
+from eae.io import member_view
 import yaml
 from PIL import Image
 
@@ -51,7 +53,7 @@ TINY = {
     "temperatures": [1.0e-4, 1.0e-6],
     "sampler": {"dt": 0.1, "chain_length": 3, "sy_order": 1},
     "train": {"decoder_updates": 3, "encoder_steps": 2, "batch_size": 8, "val_images": 3,
-              "log_every_s": 0},
+              "log_every_s": 0, "chains": 2},  # two conv chains: the unrolled chain path
     "ensemble": {"members": 4, "thin": 1, "chunk_members": 3, "n_test": 6},
     "report": {"n_show": 4, "dpi": 50},
 }
@@ -253,8 +255,10 @@ def test_training_logs_member_loss_envelopes(tiny_chain):
 
 def test_ensemble_store_layout(tiny_chain):
     root, _, _ = tiny_chain
-    ens = xr.open_zarr(root / "faces" / "eae_T1e-04" / "ensemble.zarr", consolidated=False)
-    assert ens["latent"].dims == ("member", "sample", "unit")
+    raw = xr.open_zarr(root / "faces" / "eae_T1e-04" / "ensemble.zarr", consolidated=False)
+    assert raw["latent"].dims == ("chain", "draw", "sample", "unit")
+    assert raw["latent"].shape == (2, 2, 6, 8)
+    ens = member_view(raw)
     assert ens["latent"].shape == (4, 6, 8)
     np.testing.assert_allclose(ens["latent_mean"].values, ens["latent"].values.mean(0), rtol=1e-5, atol=1e-6)
     test = load_faces(root / "data" / "faces.zarr", "test")

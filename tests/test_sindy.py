@@ -134,7 +134,7 @@ def test_loss_gradient_matches_finite_differences_in_float64():
             value = old_value.copy()
             value[idx] += sign * eps
             var.assign(value)
-            bumped.append(float(loss_fn(enc, dec, batch)))
+            bumped.append(float(tf.reduce_sum(loss_fn(enc, dec, batch))))
         var.assign(old_value)
         fd = (bumped[0] - bumped[1]) / (2 * eps)
         assert grad.numpy()[idx] == pytest.approx(fd, rel=1e-4, abs=1e-9)
@@ -153,7 +153,7 @@ def test_loss_decreases_under_a_few_adam_steps():
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            loss = loss_fn(enc, dec, batch)
+            loss = tf.reduce_sum(loss_fn(enc, dec, batch))  # one chain: [1]
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
         return loss, tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
@@ -227,10 +227,12 @@ def test_training_writes_the_model_directory_and_lowers_the_loss(trained):
 
 
 def test_coefficient_store_layout(trained):
-    from eae.io import open_zarr, read_provenance
+    from eae.io import member_view, open_zarr, read_provenance
 
     root, _ = trained
-    ds = open_zarr(root / "coefficients.zarr")
+    raw = open_zarr(root / "coefficients.zarr")
+    assert raw["coefficients"].dims == ("chain", "draw", "term", "latent")
+    ds = member_view(raw)
     m = TINY_CFG["ensemble"]["members"]
     assert ds["coefficients"].dims == ("member", "term", "latent")
     assert ds["coefficients"].shape == (m, 11, 2)

@@ -56,7 +56,7 @@ def test_one_forward_backward_per_inner_step():
     calls.clear()
     state, info, grads = trainer._round(trainer.state, trainer.indices_for(0, 7))
     assert len(calls) == 7
-    assert info.loss.shape == (7,)
+    assert info.loss.shape == (7, 1)  # [steps, chains]
     # the decoder gradient has one entry per decoder variable, averaged over the steps
     assert len(grads) == len(trainer.decoder.trainable_variables)
 
@@ -144,7 +144,7 @@ def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(tmp_path
     good = np.load(tmp_path / "checkpoint.npz")["update"]
     bad = make_trainer(updates=3, steps=5, runaway_factor=1.5)
     bad.sampler_config = SimmeringConfig(temperature=1e-6, dt=0.2, chain_length=0)
-    bad.sampler = type(bad.sampler)(bad.enc_vars, bad.sampler_config)
+    bad.sampler = type(bad.sampler)(bad.enc_vars, bad.sampler_config, chains=bad.chains)
     # thermostat off and a hot start: T_kin runs away from T, which must be reported
     bad.loss_fn = lambda e, d, b: 1e3 * tf.reduce_mean(tf.square(d(e(b[0])) - b[0]))
     with pytest.raises(TrainingDiverged, match="kinetic temperature|NaN"):

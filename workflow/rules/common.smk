@@ -12,6 +12,7 @@ from eae.faces import (
 )
 from eae.metrics import analysis_inputs
 from eae.provenance import module_closure
+from eae.sweep import sweep_targets
 
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 
@@ -62,6 +63,8 @@ def result_targets(wildcards=None):
         targets.append(f"results/{dataset}/eae/ensemble.zarr")
     targets += image_analysis_targets()
     targets += faces_targets(config["faces"])
+    targets += sweep_targets(config["sweep"])
+    targets += diagnostics_targets()
     if config["rd"]["enabled"]:
         targets += [
             "results/tables/table4.csv",
@@ -72,6 +75,34 @@ def result_targets(wildcards=None):
             "results/rd/frequency.csv",
         ]
     return targets
+
+
+def diagnostics_runs():
+    """The runs whose ensemble stores get convergence diagnostics (rule diagnostics)."""
+    runs = list(enabled_image_datasets())
+    if config["rd"]["enabled"]:
+        runs.append("rd")
+    if config["faces"]["enabled"]:
+        runs += [f"faces/eae_T{tag}" for tag in temperature_tags(config["faces"])]
+    return runs
+
+
+def diagnostics_targets():
+    return [
+        f"results/{run}/diagnostics.{ext}"
+        for run in diagnostics_runs()
+        for ext in ("csv", "png")
+    ]
+
+
+def ensemble_store(run):
+    """The ensemble store of a run: results/<dataset>/eae/ensemble.zarr,
+    results/rd/eae/coefficients.zarr or results/faces/eae_T<T>/ensemble.zarr."""
+    if run == "rd":
+        return "results/rd/eae/coefficients.zarr"
+    if run.startswith("faces/"):
+        return f"results/{run}/ensemble.zarr"
+    return f"results/{run}/eae/ensemble.zarr"
 
 
 def mnist_raw_input(wildcards):

@@ -1,0 +1,365 @@
+"""Temperature sweep: point tags, per-point configs, the recommendation rule, one tiny
+point end to end with the table, and that adding a temperature plans only that point."""
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from eae import sweep  # noqa: E402
+from eae.config import validate_config  # noqa: E402
+
+TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 3, "decoder_hidden": [8]}
+
+
+def sweep_cfg(**over):
+    cfg = validate_config({"sweep": over})["sweep"]
+    return cfg
+
+
+# --------------------------------------------------------------------------- tags
+
+
+@pytest.mark.parametrize("temperature, tag", [(1e-8, "T1e-08"), (2.5e-7, "T2.5e-07"),
+                                              (1.0, "T1e+00"), (1.234567e-5, "T1.234567e-05")])
+def test_constant_tag_round_trip(temperature, tag):
+    assert sweep.constant_tag(temperature) == tag
+    assert sweep.parse_tag(tag) == {"kind": "constant", "temperature": temperature}
+
+
+def test_annealed_tag_round_trip_and_bad_tags():
+    tag = sweep.annealed_tag(1e-6, 1e-8, "geometric")
+    assert tag == "anneal_1e-06_1e-08_geometric"
+    assert sweep.parse_tag(tag) == {"kind": "annealed", "from": 1e-6, "to": 1e-8,
+                                    "schedule": "geometric"}
+    assert sweep.parse_tag("anneal_1e-05_3e-09_linear")["schedule"] == "linear"
+    for bad in ("T", "Tabc", "T-1e-08", "anneal_1e-06_1e-08", "anneal_1e-06_1e-08_cosine", "x1e-08"):
+        with pytest.raises(ValueError):
+            sweep.parse_tag(bad)
+    with pytest.raises(ValueError, match="schedule"):
+        sweep.annealed_tag(1e-6, 1e-8, "constant")
+
+
+def test_default_points_and_duplicates():
+    cfg = sweep_cfg(temperatures=[1e-7, 1e-9, 1e-5])
+    # default annealed run: hottest to coldest, geometric
+    assert sweep.point_tags(cfg) == ["T1e-07", "T1e-09", "T1e-05", "anneal_1e-05_1e-09_geometric"]
+    assert sweep.point_tags(sweep_cfg(temperatures=[1e-7], annealed=[])) == ["T1e-07"]
+    with pytest.raises(ValueError, match="twice"):
+        sweep.point_tags(sweep_cfg(temperatures=[1e-7, 1.0000000001e-7]))
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def experiment_eae():
+    full = validate_config({"mnist": {"eae": {
+        "sampler": {"temperature": 3e-8, "final_temperature": 1e-9, "schedule": "linear", "dt": 0.1},
+        "train": {"decoder_updates": 40, "encoder_steps": 7, "batch_size": 16, "chains": 1},
+        "ensemble": {"members": 500, "thin": 3, "chunk_members": 11},
+    }}})
+    return full["mnist"]["eae"]
+
+
+def test_point_config_merges_over_the_experiment():
+    eae = experiment_eae()
+    before = copy.deepcopy(eae)
+    cfg = sweep_cfg(temperatures=[1e-8, 1e-6], annealed=[{"from": 1e-6, "to": 1e-8, "schedule": "linear"}],
+                    train={"decoder_updates": 5, "chains": 3}, ensemble={"members": 12, "thin": 2})
+
+    const = sweep.point_config(eae, cfg, "T1e-06")
+    assert const["sampler"]["temperature"] == 1e-6
+    # the experiment's annealing must not leak into a constant point
+    assert const["sampler"]["final_temperature"] is None
+    assert const["sampler"]["schedule"] == "constant"
+    assert const["sampler"]["dt"] == 0.1  # everything else from <experiment>.eae
+    assert const["model"] == eae["model"]
+    assert const["train"]["decoder_updates"] == 5 and const["train"]["chains"] == 3
+    # null overrides keep the experiment's value
+    assert const["train"]["encoder_steps"] == 7 and const["train"]["batch_size"] == 16
+    assert const["ensemble"] == {"members": 12, "thin": 2, "chunk_members": 11}
+
+    ann = sweep.point_config(eae, cfg, "anneal_1e-06_1e-08_linear")
+    assert ann["sampler"]["temperature"] == 1e-6
+    assert ann["sampler"]["final_temperature"] == 1e-8
+    assert ann["sampler"]["schedule"] == "linear"
+    assert ann["train"] == const["train"]
+
+    assert eae == before  # not mutated
+    with pytest.raises(ValueError, match="not configured"):
+        sweep.point_config(eae, cfg, "T1e-07")
+
+
+def test_point_params_do_not_depend_on_the_other_points():
+    config = validate_config({"sweep": {"temperatures": [1e-9, 1e-8, 1e-6]}})
+    grown = copy.deepcopy(config)
+    grown["sweep"]["temperatures"].append(1e-7)
+    for tag in ("T1e-08", "anneal_1e-06_1e-09_geometric"):
+        assert sweep.point_params(config, "mnist", tag) == sweep.point_params(grown, "mnist", tag)
+    grown["analysis"]["dpi"] = 33  # a figure setting reruns no point
+    assert sweep.point_params(config, "mnist", "T1e-08") == sweep.point_params(grown, "mnist", "T1e-08")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        sweep.point_params(config, "rd", "T1e-08")
+    assert sweep.experiment_inputs("frey") == {"data": "results/data/frey.zarr"}
+
+
+# --------------------------------------------------------------------------- rule
+
+
+def table(mses, temps=(1e-9, 1e-8, 1e-7, 1e-6), extra=()):
+    rows = [{"point": sweep.constant_tag(t), "kind": "constant", "temperature": t, "test_mse": m}
+            for t, m in zip(temps, mses)]
+    rows += list(extra)
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # order must not matter
+
+
+def test_rule_picks_the_hottest_qualifying_temperature():
+    # threshold 1.5 x 0.25 = 0.375 exactly: equality qualifies
+    anneal = {"point": "anneal_1e-06_1e-09_geometric", "kind": "annealed", "temperature": 1e-9,
+              "test_mse": 0.01}
+    rec = sweep.recommend(table([0.25, 0.3, 0.375, 0.5], extra=[anneal]), 1.5)
+    assert rec["recommended_temperature"] == 1e-7 and rec["recommended_point"] == "T1e-07"
+    assert rec["threshold_mse"] == 0.375 and rec["coldest_test_mse"] == 0.25
+    assert not rec["fallback"]
+    assert [c["qualifies"] for c in rec["candidates"]] == [True, True, True, False]
+    assert "mse_factor" in rec["rule"] and "coldest" in rec["rule"]
+    # not monotone: the hottest qualifying one wins over a failing middle one
+    rec = sweep.recommend(table([0.25, 0.5, 0.3], temps=(1e-9, 1e-8, 1e-7)), 1.5)
+    assert rec["recommended_temperature"] == 1e-7
+    # tie in MSE between two qualifying temperatures: the hotter
+    rec = sweep.recommend(table([0.25, 0.3, 0.3], temps=(1e-9, 1e-8, 1e-7)), 1.5)
+    assert rec["recommended_temperature"] == 1e-7
+    # the same temperature twice (hand-made table): the lower MSE
+    rec = sweep.recommend(table([0.25, 0.3, 0.28], temps=(1e-9, 1e-7, 1e-7)), 1.5)
+    assert rec["recommended_test_mse"] == 0.28
+
+
+def test_rule_falls_back_to_the_coldest():
+    rec = sweep.recommend(table([0.25, 0.3, 0.375]), 0.5)  # nobody, not even the coldest
+    assert rec["fallback"] and rec["recommended_temperature"] == 1e-9
+    rec = sweep.recommend(table([math.nan, 0.3, 0.375]), 1.5)  # coldest failed to score
+    assert rec["fallback"] and rec["recommended_point"] == "T1e-09"
+    rec = sweep.recommend(table([0.25, math.nan, 0.375]), 1.5)  # a NaN never qualifies
+    assert rec["recommended_temperature"] == 1e-7
+    assert rec["candidates"][1]["qualifies"] is False
+    with pytest.raises(ValueError, match="constant"):
+        sweep.recommend(table([], extra=[{"point": "a", "kind": "annealed", "temperature": 1.0,
+                                          "test_mse": 1.0}]), 1.5)
+
+
+def test_convergence_flags():
+    row = {"rhat_loss": 1.01, "ess_bulk_loss": 80.0, "ess_tail_loss": 30.0,
+           "rhat_latent": 1.3, "ess_bulk_latent": math.nan, "ess_tail_latent": 90.0}
+    assert sweep.convergence_flags(row, 1.05, 50) == "R̂: latent; ESS: loss"
+    assert sweep.convergence_flags(row, 1.0, 95) == "R̂: loss, latent; ESS: loss, latent"
+    assert sweep.convergence_flags(row, 1.5, 10) == ""
+
+
+# --------------------------------------------------------------------------- one point
+
+
+def write_tiny_images(path, n_train=48, n_val=8, n_test=24, shape=(6, 6), seed=0):
+    """A tiny MNIST-like store (images in [0, 1], 3 labelled classes, split flags)."""
+    from eae.io import write_zarr
+
+    rng = np.random.default_rng(seed)
+    n = n_train + n_val + n_test
+    pixels = shape[0] * shape[1]
+    labels = np.tile(np.arange(3), n // 3 + 1)[:n].astype(np.int64)
+    images = np.clip(rng.random((3, pixels))[labels] + 0.05 * rng.standard_normal((n, pixels)), 0, 1)
+    split = np.repeat(np.array([0, 1, 2], np.int8), [n_train, n_val, n_test])
+    write_zarr(xr.Dataset({
+        "images": (("sample", "row", "col"), images.reshape(n, *shape).astype(np.float32)),
+        "split": (("sample",), split, {"flag_values": [0, 1, 2], "flag_meanings": "train val test"}),
+        "labels": (("sample",), labels),
+    }, coords={"sample": np.arange(n)}), path)
+
+
+@pytest.fixture(scope="module")
+def tiny_point(tmp_path_factory):
+    """The annealed point of a tiny sweep, run by the stage."""
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "results" / "data" / "mnist.zarr"
+    write_tiny_images(data)
+    config = validate_config({
+        "mnist": {"eae": {"model": TINY_MODEL,
+                          "sampler": {"temperature": 1e-6, "dt": 0.1, "chain_length": 3},
+                          "train": {"decoder_updates": 2, "encoder_steps": 4, "batch_size": 8}}},
+        "analysis": {"probe": {"k": 3, "folds": 3}, "chunk_members": 3},
+        "sweep": {"temperatures": [1e-8, 1e-6], "ensemble": {"members": 10, "thin": 1},
+                  "diagnostics": {"test_points": 4, "max_elements": 6}},
+    })
+    tag = "anneal_1e-06_1e-08_geometric"
+    params = sweep.point_params(config, "mnist", tag)
+    paths = sweep.point_paths("mnist", tag, root / "results")
+    outputs = {k: paths[k] for k in ("model", "ensemble", "row", "convergence")}
+    frame = sweep.sweep_point_stage(params, {"data": str(data)}, outputs,
+                                    checkpoint_dir=paths["checkpoint"])
+    return {"root": root, "frame": frame, "paths": paths, "config": config}
+
+
+def test_point_stage_writes_a_row_with_finite_numbers(tiny_point):
+    frame, paths = tiny_point["frame"], tiny_point["paths"]
+    assert list(frame.columns) == sweep.ROW_COLUMNS and len(frame) == 1
+    saved = pd.read_csv(paths["row"])
+    row = saved.iloc[0]
+    assert row["point"] == "anneal_1e-06_1e-08_geometric" and row["kind"] == "annealed"
+    assert row["temperature"] == pytest.approx(1e-8) and row["initial_temperature"] == pytest.approx(1e-6)
+    # annealed geometrically over all 2 x 4 training steps: the last one (step 7) is at
+    # 1e-6 * (1e-8 / 1e-6) ** (7 / 8); ensemble sampling then runs at 1e-8
+    assert row["temperature_reached"] == pytest.approx(1e-6 * 1e-2 ** (7 / 8), rel=1e-6)
+    assert row["chains"] == 2 and row["draws"] == 5 and row["n_members"] == 10
+    assert row["n_test"] == 24 and row["latent_dim"] == 3
+    for col in ("test_mse", "loss_mean", "loss_sd", "loss_spread", "rhat", "ess_bulk", "ess_tail",
+                "rhat_loss", "ess_bulk_kinetic_temperature", "rhat_latent", "probe_accuracy",
+                "tkin_ratio", "wall_s", "train_s"):
+        assert np.isfinite(row[col]), col
+    assert 0 < row["test_mse"] < 1
+    assert 0 <= row["active_units"] <= 3
+    assert 0 <= row["probe_accuracy"] <= 1
+    assert row["loss_spread"] >= 0 and row["loss_sd"] > 0
+    assert row["rhat"] >= max(row["rhat_loss"], row["rhat_latent"]) - 1e-12
+    assert row["ess_bulk"] <= row["ess_bulk_loss"] + 1e-9
+    assert row["wall_s"] >= row["train_s"] + row["ensemble_s"]
+    # the loss spread is that of the store's members
+    from eae.io import open_zarr
+
+    loss = np.asarray(open_zarr(paths["ensemble"])["loss"].values, np.float64).ravel()
+    assert row["loss_sd"] == pytest.approx(loss.std(ddof=1), rel=1e-6)
+    conv = pd.read_csv(paths["convergence"])
+    assert set(conv["variable"]) == {"loss", "kinetic_temperature", "latent"}
+    assert conv.set_index("variable").loc["latent", "analysed"] == 6  # max_elements
+    assert (tiny_point["root"] / "results" / "provenance" / "sweep" / "mnist" /
+            "anneal_1e-06_1e-08_geometric" / "row.csv.json").is_file()
+    assert (paths["checkpoint"] / "checkpoint.npz").is_file()
+
+
+def test_point_resumes_training_from_its_checkpoint(tiny_point, tmp_path, caplog):
+    """A rerun (killed job, or changed ensemble settings) continues from the training
+    checkpoint instead of retraining: the ensemble block is not in its fingerprint."""
+    import logging
+
+    config = copy.deepcopy(tiny_point["config"])
+    config["sweep"]["ensemble"]["members"] = 8
+    tag = "anneal_1e-06_1e-08_geometric"
+    params = sweep.point_params(config, "mnist", tag)
+    paths = sweep.point_paths("mnist", tag, tmp_path / "results")
+    outputs = {k: paths[k] for k in ("model", "ensemble", "row", "convergence")}
+    data = tiny_point["root"] / "results" / "data" / "mnist.zarr"
+    with caplog.at_level(logging.INFO, logger="eae"):
+        frame = sweep.sweep_point_stage(params, {"data": str(data)}, outputs,
+                                        checkpoint_dir=tiny_point["paths"]["checkpoint"])
+    assert "resuming from" in caplog.text and "at decoder update 2" in caplog.text
+    first = pd.read_csv(tiny_point["paths"]["model"] / "history.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(paths["model"] / "history.csv"), first)
+    assert frame["n_members"].iloc[0] == 8 and frame["draws"].iloc[0] == 4
+
+
+def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
+    row = tiny_point["frame"]
+    cold = row.assign(point="T1e-08", kind="constant", schedule="constant", temperature=1e-8,
+                      initial_temperature=1e-8, test_mse=0.02, rhat_latent=1.5)
+    warm = row.assign(point="T1e-07", kind="constant", schedule="constant", temperature=1e-7,
+                      initial_temperature=1e-7, test_mse=0.029)
+    hot = row.assign(point="T1e-06", kind="constant", schedule="constant", temperature=1e-6,
+                     initial_temperature=1e-6, test_mse=0.031)
+    csvs = []
+    for frame in (hot, cold, row, warm):
+        path = tmp_path / "rows" / f"{frame['point'].iloc[0]}.csv"
+        path.parent.mkdir(exist_ok=True)
+        frame.to_csv(path, index=False)
+        csvs.append(path)
+    out = {"csv": tmp_path / "results" / "sweep" / "mnist" / "sweep.csv",
+           "md": tmp_path / "results" / "tables" / "sweep_mnist.md",
+           "figure": tmp_path / "results" / "figures" / "sweep_mnist.png",
+           "json": tmp_path / "results" / "sweep" / "mnist" / "recommended.json"}
+    frame, rec = sweep.sweep_table_stage(csvs, {"mse_factor": 1.5, "rhat_max": 1.05, "ess_min": 0,
+                                                "dpi": 40}, out)
+    assert list(frame["point"]) == ["T1e-08", "T1e-07", "T1e-06", "anneal_1e-06_1e-08_geometric"]
+    assert rec["recommended_point"] == "T1e-07"  # 0.029 <= 0.03 < 0.031
+    saved = json.loads(out["json"].read_text())
+    assert saved["recommended_temperature"] == 1e-7 and saved["threshold_mse"] == pytest.approx(0.03)
+    assert saved["rule"] == sweep.RULE and saved["mse_factor"] == 1.5
+    rhat_flags = frame.set_index("point").loc["T1e-08", "flags"].split(";")[0]
+    assert rhat_flags.startswith("R̂:") and "latent" in rhat_flags  # rhat_latent 1.5 > 1.05
+    md = out["md"].read_text()
+    assert "Recommended T = 1e-07" in md and "mse_factor = 1.5" in md
+    assert "`T1e-07` **(recommended)**" in md
+    assert pd.read_csv(out["csv"])["point"].tolist() == list(frame["point"])
+    assert out["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "results" / "provenance" / "sweep" / "mnist" / "recommended.json.json").is_file()
+
+
+# --------------------------------------------------------------------------- workflow
+
+
+def snakemake(repo_root, workdir, *args):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(repo_root / "config" / "config.yaml"), *map(str, args)]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if result.returncode != 0:
+        raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
+    return result.stdout + result.stderr
+
+
+def planned(output: str) -> dict[str, int]:
+    """{rule: count} from the 'Job stats' table of a dry run."""
+    jobs, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("Job stats"):
+            in_table, jobs = True, {}
+            continue
+        parts = line.split()
+        if in_table and len(parts) == 2 and parts[1].isdigit():
+            if parts[0] == "total":
+                in_table = False
+            else:
+                jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def test_adding_a_temperature_plans_only_that_point(repo_root, tmp_path):
+    """Fake outputs of a finished sweep are touched into Snakemake's records (params
+    included), then dry runs show what each config change would rerun."""
+    import yaml
+
+    (tmp_path / "config").symlink_to(repo_root / "config")
+    base = {"enabled": True, "temperatures": [1e-9, 1e-8, 1e-6],
+            "annealed": [{"from": 1e-6, "to": 1e-9, "schedule": "geometric"}]}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"sweep": base}))
+    tags = sweep.point_tags(validate_config({"sweep": base})["sweep"])
+    assert len(tags) == 4
+    (tmp_path / "results" / "data" / "mnist.zarr").mkdir(parents=True)
+    for tag in tags:
+        paths = sweep.point_paths("mnist", tag, tmp_path / "results")
+        for key in ("model", "ensemble"):
+            paths[key].mkdir(parents=True)
+        for key in ("row", "convergence"):
+            paths[key].write_text("x\n")
+    targets = [str(p) for p in sweep.table_paths("mnist").values()]
+    for target in targets:
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / target).write_text("x\n")
+    snakemake(repo_root, tmp_path, "base.yaml", "--touch", "--cores", "1",
+              "--forcerun", "sweep_point", "sweep_table", "--", *targets)
+
+    def plan(**change) -> dict[str, int]:
+        (tmp_path / "change.yaml").write_text(yaml.safe_dump({"sweep": {**base, **change}}))
+        return planned(snakemake(repo_root, tmp_path, "change.yaml", "-n", "--", *targets))
+
+    assert plan() == {}
+    # a setting every point depends on reruns every point (so the records hold params)
+    assert plan(ensemble={"members": 7}) == {"sweep_point": 4, "sweep_table": 1}
+    # a temperature inside the range: only the new point and the table
+    assert plan(temperatures=[1e-9, 1e-8, 1e-7, 1e-6]) == {"sweep_point": 1, "sweep_table": 1}
+    # the rule's factor: the table only
+    assert plan(mse_factor=2.0) == {"sweep_table": 1}

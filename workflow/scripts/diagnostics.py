@@ -1,0 +1,19 @@
+"""Snakemake wrapper: rule diagnostics (see eae.diagnostics.diagnostics_stage)."""
+
+from eae.diagnostics import diagnostics_stage
+from eae.progress import setup_logging
+from eae.provenance import make_record, now_iso
+
+setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+cfg = dict(snakemake.params.cfg)  # noqa: F821
+started = now_iso()
+diagnostics_stage(
+    snakemake.input.store,  # noqa: F821
+    snakemake.output.csv,  # noqa: F821
+    snakemake.output.figure,  # noqa: F821
+    rhat_max=cfg["rhat_max"],
+    ess_min=cfg["ess_min"],
+    max_elements=cfg["max_elements"],
+    provenance=make_record("diagnostics", config=cfg, inputs=[snakemake.input.store],  # noqa: F821
+                           started=started, modules=["eae.diagnostics"]),
+)
