@@ -12,6 +12,10 @@ Runs alternate and the median of several repeats is reported, since one machine'
 timings drift. Prints ms per chain-step and the ratio together / separate
 (target ≤ 1.05 on CPU).
 
+On a GPU a single chain's batch-32 step is bound by kernel launches and host round
+trips, not arithmetic; the batched form launches the same number of kernels for C
+times the work, so the ratio should fall towards 1/C until the device is saturated.
+
     python benchmarks/chains.py [--chains 4] [--steps 100] [--repeats 7]
 """
 

@@ -61,7 +61,8 @@ class TrainSettings:
       stepped together; the decoder gradient averages over chains and steps.
     anneal_updates: decoder updates over which the sampler's temperature goes from
       ``temperature`` to ``final_temperature`` (None: all of training).
-    runaway_factor: stop when the mean T_kin of a round exceeds this × target T.
+    runaway_factor: stop when the mean T_kin of a round exceeds this × the round's
+      highest target T.
     rhat_max, ess_min_round: per-round convergence check of the chains' losses (C ≥ 2):
       the log warns when split-R̂ exceeds ``rhat_max`` or the bulk ESS of a round falls
       below ``ess_min_round``.
@@ -312,9 +313,9 @@ class EAETrainer:
                 raise TrainingDiverged(
                     f"{name} became NaN/inf during {where}; reduce dt or temperature. "
                     "The last good checkpoint is kept.")
-        t_kin = info.kinetic_temperature.numpy()
-        target = info.temperature.numpy().reshape((-1,) + (1,) * (t_kin.ndim - 1))
-        ratio = float(np.mean(t_kin / target))
+        # Against the round's hottest target: while T is annealed down, T_kin lags the
+        # schedule by about the thermostat time scale, which is not a runaway.
+        ratio = float(np.mean(info.kinetic_temperature.numpy()) / np.max(info.temperature.numpy()))
         if ratio > self.settings.runaway_factor:
             raise TrainingDiverged(
                 f"kinetic temperature ran away during {where}: mean T_kin = {ratio:.3g} × T "

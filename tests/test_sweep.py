@@ -17,6 +17,7 @@ import xarray as xr  # noqa: E402
 
 from eae import sweep  # noqa: E402
 from eae.config import validate_config  # noqa: E402
+from test_workflow import planned_jobs  # noqa: E402
 
 TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 3, "decoder_hidden": [8]}
 
@@ -311,22 +312,6 @@ def snakemake(repo_root, workdir, *args):
     return result.stdout + result.stderr
 
 
-def planned(output: str) -> dict[str, int]:
-    """{rule: count} from the 'Job stats' table of a dry run."""
-    jobs, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("Job stats"):
-            in_table, jobs = True, {}
-            continue
-        parts = line.split()
-        if in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                in_table = False
-            else:
-                jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
 def test_adding_a_temperature_plans_only_that_point(repo_root, tmp_path):
     """Fake outputs of a finished sweep are touched into Snakemake's records (params
     included), then dry runs show what each config change would rerun."""
@@ -354,7 +339,7 @@ def test_adding_a_temperature_plans_only_that_point(repo_root, tmp_path):
 
     def plan(**change) -> dict[str, int]:
         (tmp_path / "change.yaml").write_text(yaml.safe_dump({"sweep": {**base, **change}}))
-        return planned(snakemake(repo_root, tmp_path, "change.yaml", "-n", "--", *targets))
+        return planned_jobs(snakemake(repo_root, tmp_path, "change.yaml", "-n", "--", *targets))
 
     assert plan() == {}
     # a setting every point depends on reruns every point (so the records hold params)

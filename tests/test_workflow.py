@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from eae.io import open_zarr, read_provenance
@@ -36,11 +38,17 @@ def test_every_stage_produces_its_outputs(workflow_run):
                  "data/mnist.zarr", "data/frey.zarr",
                  "mnist/eae/model/encoder.keras", "mnist/eae/model/history.csv",
                  "mnist/vae/encoder.keras", "mnist/ae/decoder.keras",
-                 "frey/eae/ensemble.zarr"]:
+                 "frey/eae/ensemble.zarr", "mnist/diagnostics.png", "frey/diagnostics.csv",
+                 "rd/diagnostics.csv", "faces/eae_T1e-04/diagnostics.csv",
+                 "sweep/mnist/sweep.csv", "sweep/mnist/recommended.json",
+                 "tables/sweep_mnist.md", "figures/sweep_mnist.png"]:
         assert (results / path).exists(), path
     ens = open_zarr(results / "mnist" / "eae" / "ensemble.zarr")
-    assert ens["latent"].dims == ("member", "sample", "unit")
-    assert ens.sizes["member"] == 12 and ens.sizes["sample"] == 200
+    assert ens["latent"].dims == ("chain", "draw", "sample", "unit")
+    assert ens.sizes["chain"] == 4 and ens.sizes["draw"] == 4 and ens.sizes["sample"] == 200
+    diagnostics = pd.read_csv(results / "mnist" / "diagnostics.csv").set_index("variable")
+    assert diagnostics.loc["loss", "chains"] == 4 and diagnostics.loc["loss", "draws"] == 4
+    assert np.isfinite(diagnostics.loc["loss", ["rhat", "ess_bulk", "iat"]].astype(float)).all()
     prov = read_provenance(ens)
     assert prov["stage"] == "ensemble" and prov["packages"]["tensorflow"]
     for log in ["validation.log", "mnist/train_eae.log", "mnist/ensemble.log"]:
