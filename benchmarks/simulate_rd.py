@@ -21,7 +21,11 @@ four runs' worth of memory in 4 KiB pages, as simulate() allocates its output: o
 VM, memory not touched before costs ~8x more to fault in (0.95 s instead of 0.12 s per
 400 MB), and the first 4 KiB allocation after huge pages were freed ~2x more (sys time
 0.58 s instead of 0.26 s for an ETDRK4 run, measured) — costs that would otherwise be
-charged to whichever method runs first after the reference.
+charged to whichever method runs first after the reference. That warm-up does not
+always suffice (measured: the first ETDRK4 run after the reference took 3.0 s, the two
+repeats 0.88 and 0.86 s; RK45 landing 18.0 s, then 16.2 and 16.2 s), so every method but
+the reference runs ``--repeats`` times (default 3) and its median time is used; all run
+times are printed.
 
 BLAS threads: scipy's RK45 forms each stage with ``np.dot`` on a 20 000 × 7 array; with
 OpenBLAS' default threading on a small shared machine those calls spin and dominate the
@@ -57,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--check-reference", type=int, default=0, metavar="STEPS",
                     help="also run fixed-step ETDRK4 with STEPS steps per save (e.g. 8) and report its "
                          "distance to the reference: an independent bound on the reference's error")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each method but the reference; times are their median")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return ap.parse_args(argv)
 
@@ -106,11 +112,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     results, reference, n_snapshots = {}, None, 0
     for name, extra in runs.items():
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        ds = simulate(dict(base, **extra), progress_label=f"benchmark {name}")
+        walls, cpus = [], []
+        for _ in range(1 if name == "reference" else max(1, args.repeats)):
+            ds = None  # the previous repeat's output is freed before the next allocates
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            ds = simulate(dict(base, **extra), progress_label=f"benchmark {name}")
+            walls.append(time.perf_counter() - wall0)
+            cpus.append(time.process_time() - cpu0)
         results[name] = {
-            "wall_s": time.perf_counter() - wall0,
-            "cpu_s": time.process_time() - cpu0,
+            "wall_s": float(np.median(walls)),
+            "cpu_s": float(np.median(cpus)),
+            "wall_s_runs": walls,
             "rhs_evaluations": int(ds.attrs["rhs_evaluations"]),
             "config": dict(base, **extra),
         }
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         del ds
         n_snapshots = len(data[0])
         print(f"{name:12s} wall {results[name]['wall_s']:8.2f} s  cpu {results[name]['cpu_s']:8.2f} s  "
+              f"(median; runs {', '.join(f'{w:.2f}' for w in walls)} s)  "
               f"rhs evaluations {results[name]['rhs_evaluations']}", flush=True)
         if reference is None:
             reference = data

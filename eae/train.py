@@ -189,6 +189,7 @@ class EAETrainer:
         self._refresh = tf.function(self._refresh_impl)
         self._val_loss = tf.function(lambda: self._chain_losses(self.val))
         self._rounds_flagged = 0
+        self._last_flag_warning: int | None = None  # update of the last such log warning
 
     # -- compiled pieces -------------------------------------------------------
     def _chain_losses(self, batch) -> tf.Tensor:
@@ -300,8 +301,14 @@ class EAETrainer:
             bad.append(f"bulk ESS {d['ess_bulk']:.1f} < {s.ess_min_round} (train.ess_min_round)")
         if bad:
             self._rounds_flagged += 1
-            logger.warning("decoder update %d: chains not converged within the round: %s",
-                           self.update, "; ".join(bad))
+            # While the decoder still moves most rounds miss the limits; one warning per
+            # tenth of training keeps the log readable (every round is in history.csv).
+            every = max(1, self.settings.decoder_updates // 10)
+            if self._last_flag_warning is None or self.update - self._last_flag_warning >= every:
+                self._last_flag_warning = self.update
+                logger.warning("decoder update %d: chains not converged within the round: %s "
+                               "(%d round(s) flagged so far in this run)",
+                               self.update, "; ".join(bad), self._rounds_flagged)
         return {"rhat_loss": d["rhat"], "ess_bulk_loss": d["ess_bulk"],
                 "ess_tail_loss": d["ess_tail"], "iat_loss": d["iat"]}
 

@@ -106,10 +106,20 @@ def test_several_chains_train_together(tmp_path, caplog):
     for col in ("rhat_loss", "ess_bulk_loss", "ess_tail_loss", "iat_loss", "val_loss"):
         assert np.isfinite(history[col]).all(), col
     assert "chains not converged" in caplog.text and "train.rhat_max" in caplog.text
+    assert "3 of 3 decoder updates in this run ended with unconverged chains" in caplog.text
     w = trainer.encoder.variables[0].numpy()
     assert w.shape[0] == 3 and not np.allclose(w[0], w[1])
     state = trainer.state
     assert state.loss.shape == (3,) and state.xi.shape == (5, 3)
+
+
+def test_unconverged_round_warnings_are_rate_limited(tmp_path, caplog):
+    trainer = make_chain_trainer(2, updates=20, rhat_max=1.0001, ess_min_round=1e9)
+    with caplog.at_level("WARNING", logger="eae"):
+        trainer.fit(tmp_path)
+    per_round = [r for r in caplog.records if "within the round" in r.getMessage()]
+    assert len(per_round) == 10  # one per tenth of the 20 updates, every round flagged
+    assert "20 of 20 decoder updates" in caplog.text
 
 
 def test_one_chain_of_a_chain_encoder_is_the_single_chain_run(tmp_path):
