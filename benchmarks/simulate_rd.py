@@ -16,16 +16,12 @@ default's errors are at most each RK45 variant's.
 Error = relative L2 error of one snapshot, ‖a − a_ref‖ / ‖a_ref‖, over the saved
 masked fields x = f·u and ẋ = f·u_t (float32 as stored); the max over snapshots and the
 value at the last snapshot are reported. Each run's data are compared with the reference
-and dropped before the next run starts. Before the first run the process touches and frees
-four runs' worth of memory in 4 KiB pages, as simulate() allocates its output: on the test
-VM, memory not touched before costs ~8x more to fault in (0.95 s instead of 0.12 s per
-400 MB), and the first 4 KiB allocation after huge pages were freed ~2x more (sys time
-0.58 s instead of 0.26 s for an ETDRK4 run, measured) — costs that would otherwise be
-charged to whichever method runs first after the reference. That warm-up does not
-always suffice (measured: the first ETDRK4 run after the reference took 3.0 s, the two
-repeats 0.88 and 0.86 s; RK45 landing 18.0 s, then 16.2 and 16.2 s), so every method but
-the reference runs ``--repeats`` times (default 3) and its median time is used; all run
-times are printed.
+and dropped before the next run starts. Every method but the reference runs ``--repeats``
+times (default 3) and its median time is used; all run times are printed. Repeats differ by up
+to ~10 % on the 2-core test VM (measured: RK45 dense 13.95, 12.94, 12.47 s; ETDRK4 0.90,
+0.85, 0.88 s). An earlier version touched and freed four runs' worth of memory before the
+first run instead; that made the first ETDRK4 run after the reference 3.0 s (repeats
+0.88 s), so it was dropped.
 
 BLAS threads: scipy's RK45 forms each stage with ``np.dot`` on a 20 000 × 7 array; with
 OpenBLAS' default threading on a small shared machine those calls spin and dominate the
@@ -39,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import sys
 import time
@@ -103,12 +98,6 @@ def main(argv: list[str] | None = None) -> dict:
             out[i:i + 500] = np.sqrt(((x - r) ** 2).sum(axes) / (r**2).sum(axes))
         return out
 
-    output_bytes = 2 * 4 * args.n**2 * (int(round(args.t_end / args.save_interval)) + 1)
-    warm = mmap.mmap(-1, 4 * output_bytes)  # anonymous, no huge-page advice: 4 KiB pages
-    pages = np.frombuffer(warm, dtype=np.uint8)
-    pages[::4096] = 1  # touch every page, then free them
-    del pages
-    warm.close()
 
     results, reference, n_snapshots = {}, None, 0
     for name, extra in runs.items():
