@@ -17,6 +17,10 @@ trips, not arithmetic; the batched form launches the same number of kernels for 
 times the work, so the ratio should fall towards 1/C until the device is saturated.
 
     python benchmarks/chains.py [--chains 4] [--steps 100] [--repeats 7]
+    python benchmarks/chains.py --quick   # seconds: same code, toy sizes
+
+``--quick`` only checks that the benchmark still runs (tests/test_benchmarks.py); its
+figures are labelled as such and mean nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from eae.chains import ChainEncoder  # noqa: E402
 from eae.models import mlp_decoder, mlp_encoder  # noqa: E402
 from eae.sampler import SimmeringConfig  # noqa: E402
 from eae.train import EAETrainer, TrainSettings  # noqa: E402
+
+# --quick sizes: a quick run's time goes into compiling the two rounds, not stepping them.
+QUICK = {"steps": 5, "repeats": 2}
+QUICK_NOTE = "  [--quick: not a measurement]"
 
 
 def make_trainer(data, chains, cfg):
@@ -55,12 +63,21 @@ def round_runner(trainer, steps):
     return run
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run with {QUICK} (options given explicitly still win)")
+    if parser.parse_known_args(argv)[0].quick:
+        parser.set_defaults(**QUICK)
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
+    note = QUICK_NOTE if args.quick else ""
 
     data = np.random.default_rng(0).uniform(size=(5000, 784)).astype("float32")
     cfg = SimmeringConfig(temperature=1e-8, dt=0.2, chain_length=10, sy_order=1)
@@ -84,10 +101,11 @@ def main():
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     print(f"MNIST MLP EAE 784-512-256-64, batch 32 per chain, C = {args.chains} chains x "
           f"{args.steps} steps, {args.repeats} repeats on {device} "
-          f"({tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads)")
+          f"({tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads)"
+          f"{note}")
     for name, value in median.items():
         print(f"  {name:9s} {1e3 * value:8.3f} ms per chain-step")
-    print(f"ratio together/separate = {median['together'] / median['separate']:.3f}")
+    print(f"ratio together/separate = {median['together'] / median['separate']:.3f}{note}")
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from eae.runtime import keras, tf
 
 from eae.models import (
     MLP_DEFAULTS,

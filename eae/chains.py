@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from eae.runtime import keras, tf
 
 __all__ = ["ChainEncoder", "chain_mean", "chain_seed", "chains_of"]
 

@@ -19,13 +19,12 @@ def _config_docs(args) -> int:
 
 
 def _check_config(args) -> int:
-    from eae.config import ConfigError, load_yaml, validate_config
+    """The workflow's own check (eae.config.check_config) on the layered files: every
+    problem on its own line, exit code 1; an unreadable file is one line, no traceback."""
+    from eae.config import ConfigError, check_config, load_config_files
 
-    merged: dict = {}
-    for path in args.files:
-        merged = _merge(merged, load_yaml(path) or {})
     try:
-        validate_config(merged)
+        check_config(load_config_files(args.files), check_files=not args.no_file_checks)
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1
@@ -56,30 +55,20 @@ def _archive_verify(args) -> int:
 
 def _archive_build(args) -> int:
     from eae.archive import DEFAULT_EXCLUDE, ArchiveError, build_archive
-    from eae.config import ConfigError, load_yaml, validate_config
+    from eae.config import ConfigError, check_config, load_config_files
 
-    merged: dict = {}
-    for path in args.config:
-        merged = _merge(merged, load_yaml(path) or {})
     try:
-        config = validate_config(merged) if args.config else {}
-        manifest = build_archive(args.results, args.output, config,
-                                 exclude=tuple(DEFAULT_EXCLUDE) + tuple(args.exclude))
+        # the run's own check, without the data-file checks: the data may be gone by now
+        config = check_config(load_config_files(args.config), check_files=False) if args.config else {}
+        summary = build_archive(args.results, args.output, config,
+                                exclude=tuple(DEFAULT_EXCLUDE) + tuple(args.exclude),
+                                workflow_dir=args.workflow)
     except (ConfigError, ArchiveError) as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"{args.output}: {manifest['n_files']} files, {manifest['total_bytes']} bytes")
+    print(f"{args.output}: {summary['n_files']} files, {summary['total_bytes']} bytes, "
+          f"{summary['n_jobs']} jobs")
     return 0
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,17 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("config-docs", help="print the configuration reference (Markdown)")
     docs.add_argument("-o", "--output", help="write to this file instead of stdout")
     docs.set_defaults(func=_config_docs)
-    check = sub.add_parser("check-config", help="validate config files (later ones override)")
-    check.add_argument("files", nargs="+")
+    check = sub.add_parser("check-config", help="validate config files (later ones override) "
+                           "as the workflow does before any job")
+    check.add_argument("files", nargs="+", metavar="FILE",
+                       help="YAML config files, e.g. config/config.yaml config/test.yaml "
+                       "(the workflow layers --configfile files over config/config.yaml)")
+    check.add_argument("--no-file-checks", action="store_true",
+                       help="skip the checks that local data files exist (paths are "
+                       "relative to the working directory)")
     check.set_defaults(func=_check_config)
     prov = sub.add_parser("provenance", help="print what made a result, and its inputs, recursively")
     prov.add_argument("path", help="a table, figure, Zarr store or model directory under results/")
     prov.add_argument("--json", action="store_true", help="print the full record as JSON")
     prov.set_defaults(func=_provenance)
-    arch = sub.add_parser("archive", help="build or verify a results tarball with a sha256 manifest")
+    arch = sub.add_parser("archive", help="build or verify the results archive: an RO-Crate "
+                          "(Provenance Run Crate) with the sha256 of every file")
     arch_sub = arch.add_subparsers(dest="archive_command", required=True)
-    verify = arch_sub.add_parser("verify", help="check an archive against its manifest "
-                                 "(exit code 1 on any missing, altered or unexpected file)")
+    verify = arch_sub.add_parser("verify", help="check an archive against the sha256s in its "
+                                 "ro-crate-metadata.json (exit code 1 on any missing, altered "
+                                 "or unexpected file)")
     verify.add_argument("path", help="the .tar.gz written by the `archive` rule, or the "
                         "folder it was extracted to")
     verify.set_defaults(func=_archive_verify)
@@ -113,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--exclude", nargs="*", default=[], metavar="REL",
                        help="further paths below the results directory to leave out "
                        "(checkpoints/ and archive/ always are)")
+    build.add_argument("--workflow", default=None, metavar="DIR",
+                       help="folder of the Snakefile, archived with the results (default: "
+                       "the checkout that holds the eae package)")
     build.set_defaults(func=_archive_build)
     return parser
 

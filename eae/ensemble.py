@@ -114,7 +114,7 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
     continuing the thermostat chain where training ended."""
     from pathlib import Path
 
-    import tensorflow as tf
+    from eae.runtime import tf
 
     from eae.provenance import make_record, now_iso
     from eae.train import image_trainer

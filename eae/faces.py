@@ -499,7 +499,7 @@ def ensemble_config(cfg: Mapping[str, Any], temperature: float) -> dict[str, Any
 
 def uint8_mse_loss(encoder, decoder, batch):
     """Mean squared error per pixel of uint8 images, scaled to [0, 1] on the fly."""
-    import tensorflow as tf
+    from eae.runtime import tf
 
     from eae.chains import chain_mean, chains_of
 
@@ -562,7 +562,7 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
     under M encoder samples (decoder frozen, continuing the training chain), streamed
     to Zarr: latent (member, sample, unit), latent_mean (sample, unit), and per sample
     ``store_index`` / ``source_index`` of the face."""
-    import tensorflow as tf
+    from eae.runtime import tf
 
     from eae.ensemble import sample_ensemble
     from eae.train import TrainingDiverged
@@ -688,7 +688,7 @@ def _roles(temperatures: Sequence[float]) -> list[str]:
 def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict, np.ndarray, np.ndarray]:
     """Per temperature: the table row, the originals and their reconstructions
     (decoder applied to the ensemble-mean code), both float32 [n, rows, cols, channels]."""
-    import keras
+    from eae.runtime import keras
 
     from eae.io import member_view
 

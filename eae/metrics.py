@@ -500,7 +500,7 @@ def load_test_data(data_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
 
 def load_model(path: str | os.PathLike):
     """A Keras model saved as ``.keras`` (clear error when missing)."""
-    import keras
+    from eae.runtime import keras
 
     path = Path(path)
     if not path.is_file():
@@ -530,7 +530,7 @@ def encode(kind: str, encoder, x: np.ndarray, batch_size: int = 1024) -> np.ndar
 
 def vae_posterior(encoder, x: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(posterior mean, log-variance) of a two-output VAE encoder, float32."""
-    import keras
+    from eae.runtime import keras
 
     if len(encoder.outputs) != 2:
         raise ValueError(f"encoder {encoder.name!r} is not a VAE encoder (needs 2 outputs)")

@@ -22,9 +22,11 @@ import math
 import zlib
 from typing import Any, Mapping, Sequence
 
-import keras
 import numpy as np
-from keras import layers
+
+from eae.runtime import keras
+
+layers = keras.layers
 
 __all__ = [
     "mlp_encoder",

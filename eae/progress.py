@@ -46,8 +46,15 @@ class Progress:
         )
 
 
-def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Configure the 'eae' logger to write to ``log_file`` (and stderr)."""
+def setup_logging(log_file: str | None = None, level: int = logging.INFO,
+                  device: bool = True) -> logging.Logger:
+    """Configure the 'eae' logger to write to ``log_file`` (and stderr).
+
+    With ``device`` (the default for job logs) the first line names the device the job
+    runs on, as its provenance record does: ``device: GPU: NVIDIA H200 (x1)`` or
+    ``device: CPU: <model> (N cores)``. A stage that runs TensorFlow must have imported
+    it (any TensorFlow module of this package, or :mod:`eae.runtime`) before this call.
+    """
     logger = logging.getLogger("eae")
     logger.setLevel(level)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -59,4 +66,8 @@ def setup_logging(log_file: str | None = None, level: int = logging.INFO) -> log
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     logger.propagate = False
+    if device:
+        from eae.provenance import device_description
+
+        logger.info("device: %s", device_description())
     return logger

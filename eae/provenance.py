@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -95,16 +96,20 @@ def source_hash(modules: Iterable[str] | None = None) -> str:
 
 
 def device_description() -> str:
-    """GPU name when TensorFlow sees one, else the CPU model."""
+    """The device a stage runs on: the GPU TensorFlow uses, if the stage loaded TensorFlow
+    (see :mod:`eae.runtime`) and it sees one; else the CPU. A stage that never loads
+    TensorFlow (tables, figures of stored arrays) runs on the CPU and pays no import."""
+    if "tensorflow" not in sys.modules:
+        return cpu_description()
     try:
-        import tensorflow as tf
+        from eae.runtime import device_description as describe
+    except Exception:  # TensorFlow broken: the CPU is what runs the stage
+        return cpu_description()
+    return describe()
 
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            details = tf.config.experimental.get_device_details(gpus[0])
-            return f"GPU: {details.get('device_name', gpus[0].name)} (x{len(gpus)})"
-    except Exception:  # TensorFlow absent or broken: fall back to the CPU
-        pass
+
+def cpu_description() -> str:
+    """``CPU: <model> (N cores)``, the model from /proc/cpuinfo where there is one."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

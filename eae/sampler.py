@@ -30,7 +30,7 @@ import dataclasses
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
-import tensorflow as tf
+from eae.runtime import tf
 
 SCHEDULES = ("constant", "linear", "geometric")
 INITIAL_VELOCITIES = ("gaussian", "zero")

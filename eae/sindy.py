@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
 
 from eae.chains import chain_mean, chains_of
+from eae.runtime import tf
 
 logger = logging.getLogger("eae")
 

@@ -24,13 +24,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import keras
-import tensorflow as tf
 
 from eae import sampler as simmering
 from eae.chains import ChainEncoder, chain_mean, chains_of
 from eae.io import write_csv_atomic
 from eae.progress import Progress
+from eae.runtime import keras, tf
 
 logger = logging.getLogger("eae")
 

@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from eae import sampler as simmering
+from eae.runtime import tf
 
 logger = logging.getLogger("eae")
 

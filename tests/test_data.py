@@ -21,8 +21,6 @@ from eae.provenance import sha256_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "workflow" / "schemas" / "data.schema.yaml"
-FREY_MAT = ROOT.parent / "shared" / "data" / "frey_rawface.mat"
-needs_frey = pytest.mark.skipif(not FREY_MAT.exists(), reason=f"{FREY_MAT} not available")
 
 # The CI-sized config blocks reported for config/ci.yaml (checked against the schema below).
 CI_MNIST = {"source": "embedded", "max_train": 300, "max_val": 100, "max_test": 200}
@@ -291,45 +289,50 @@ def test_load_split_rejects_unknown_split(embedded_store):
 # --------------------------------------------------------------------------- Frey
 
 
-@needs_frey
-def test_frey_download_from_file_url(tmp_path):
+def check_frey_download(src, sha256, tmp_path):
+    """Download ``src`` through a file:// URL and check the store against the .mat."""
+    from scipy.io import loadmat
+
     res = tmp_path / "resources"
-    cfg = {"source": "download", "url": FREY_MAT.as_uri()}
+    cfg = {"source": "download", "url": src.as_uri(), "sha256": sha256}
     out = data.prepare_frey(cfg, tmp_path / "frey.zarr", resources_dir=res)
-    assert sha256_file(res / data.FREY_FILENAME) == data.FREY_SHA256
+    assert sha256_file(res / data.FREY_FILENAME) == sha256
     ds = open_zarr(out)
     assert dict(ds.sizes) == {"sample": 1965, "row": 28, "col": 20}
     assert "labels" not in ds
     assert data.split_counts(ds) == {"train": 1571, "val": 197, "test": 197}
-    from scipy.io import loadmat
-
-    ff = loadmat(FREY_MAT)["ff"]
-    faces = ff.T.reshape(-1, 28, 20)
+    faces = loadmat(src)["ff"].T.reshape(-1, 28, 20)
     x, labels = data.load_split(out, "val")
     assert labels is None and x.shape == (197, 560)
     np.testing.assert_allclose(x, faces[split_of(out, "val")].reshape(197, -1) / 255.0, rtol=1e-6)
     rec = read_provenance(out)
-    assert list(rec["inputs"].values()) == [data.FREY_SHA256]
+    assert list(rec["inputs"].values()) == [sha256]
     assert rec["seeds"] == {"split": 0} and rec["config"]["source"] == "download"
 
 
-@needs_frey
-def test_frey_file_source_with_caps_and_seed(tmp_path):
-    full = data.prepare_frey({"source": "file", "path": str(FREY_MAT)}, tmp_path / "full.zarr")
-    capped = data.prepare_frey({**CI_FREY, "path": str(FREY_MAT)}, tmp_path / "ci.zarr")
+def test_frey_download_of_the_real_file(real_frey_file, tmp_path):
+    """The one test that needs the real file: its published checksum is the default."""
+    check_frey_download(real_frey_file, data.FREY_SHA256, tmp_path)
+
+
+def test_frey_download_from_file_url(frey_file, tmp_path):
+    check_frey_download(frey_file, sha256_file(frey_file), tmp_path)
+
+
+def test_frey_file_source_with_caps_and_seed(frey_file, tmp_path):
+    own = {"source": "file", "path": str(frey_file), "sha256": sha256_file(frey_file)}
+    full = data.prepare_frey(own, tmp_path / "full.zarr")
+    capped = data.prepare_frey({**CI_FREY, **own}, tmp_path / "ci.zarr")
     assert data.split_counts(open_zarr(capped)) == {"train": 300, "val": 100, "test": 100}
     for split in data.SPLITS:
         assert set(split_of(capped, split)) <= set(split_of(full, split))
-    other = data.prepare_frey(
-        {"source": "file", "path": str(FREY_MAT), "seed": 3}, tmp_path / "s3.zarr"
-    )
+    other = data.prepare_frey({**own, "seed": 3}, tmp_path / "s3.zarr")
     assert not np.array_equal(split_of(other, "test"), split_of(full, "test"))
 
 
-@needs_frey
-def test_frey_wrong_checksum_names_file_and_sums(tmp_path):
+def test_frey_wrong_checksum_names_file_and_sums(frey_file, tmp_path):
     copy = tmp_path / "frey_rawface.mat"
-    shutil.copy(FREY_MAT, copy)
+    shutil.copy(frey_file, copy)
     with open(copy, "ab") as fh:
         fh.write(b"\0")
     out = tmp_path / "frey.zarr"
@@ -388,11 +391,8 @@ def test_schema_defaults_match_the_library_and_ci_blocks_validate():
 
 
 @pytest.mark.slow
-def test_prepare_rules_run_in_snakemake(tmp_path):
+def test_prepare_rules_run_in_snakemake(frey_file, tmp_path):
     """Rules download_mnist (file:// URL), prepare_mnist and prepare_frey, end to end."""
-    pytest.importorskip("snakemake")
-    if not FREY_MAT.exists():
-        pytest.skip(f"{FREY_MAT} not available")
     src = tmp_path / "upstream.npz"
     make_mnist_npz(src)
     config = {
@@ -405,7 +405,7 @@ def test_prepare_rules_run_in_snakemake(tmp_path):
                 "max_train": 50,
             }
         },
-        "frey": {"data": {**CI_FREY, "path": str(FREY_MAT)}},
+        "frey": {"data": {**CI_FREY, "path": str(frey_file), "sha256": sha256_file(frey_file)}},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""

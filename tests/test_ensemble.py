@@ -52,3 +52,35 @@ def test_interrupted_sampling_leaves_no_store(tmp_path):
         sample_ensemble(trainer, failing_record, tmp_path / "ens.zarr", n_members=10,
                         chunk_members=3, mean_of=("latent",))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_member_view_is_lazy_and_equals_stacking(tmp_path, monkeypatch):
+    """member_view reads only the members a selection names (a 1000-member ensemble must
+    not be loaded whole) and gives what xarray's stack gives."""
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((3, 5, 7, 2)).astype("float32")
+    ds = xr.Dataset({"latent": (("chain", "draw", "sample", "unit"), latent),
+                     "loss": (("chain", "draw"), latent[..., 0, 0])},
+                    coords={"chain": np.arange(3), "draw": np.arange(5)})
+    ds.to_zarr(tmp_path / "ens.zarr", zarr_format=3, consolidated=False)
+    stored = open_zarr(tmp_path / "ens.zarr")
+    view = member_view(stored)
+    expected = stored.load().stack(member=("chain", "draw")).transpose("member", ...)
+    assert view["latent"].dims == ("member", "sample", "unit")
+    assert not isinstance(view["latent"].variable._data, np.ndarray)  # nothing read yet
+    reads = []
+    original = xr.Variable.__getitem__
+
+    def counting(self, key):
+        reads.append(np.prod([len(range(*k.indices(n))) if isinstance(k, slice) else np.size(k)
+                              for k, n in zip(key if isinstance(key, tuple) else (key,), self.shape)]))
+        return original(self, key)
+
+    monkeypatch.setattr(xr.Variable, "__getitem__", counting)
+    picked = view["latent"].isel(member=[6, 7, 8]).values  # chain 1, draws 1..3
+    monkeypatch.undo()
+    np.testing.assert_array_equal(picked, expected["latent"].values[6:9])
+    np.testing.assert_array_equal(view["latent"].values, expected["latent"].values)
+    np.testing.assert_array_equal(view["loss"].values, expected["loss"].values)
+    assert list(view["chain"].values) == [0] * 5 + [1] * 5 + [2] * 5
+    assert 0 < max(reads) <= 3 * 7 * 2  # the three members, not the 15

@@ -314,7 +314,9 @@ def test_schema_defaults_and_errors():
 
 
 def test_rules_plan_one_model_per_temperature(tmp_path):
-    cfg = schema_validate({**TINY, "temperatures": [1e-4, 1e-6, 1e-8]})
+    # 8 members over 2 chains: the 4 draws per chain that the diagnostics need
+    cfg = schema_validate({**TINY, "temperatures": [1e-4, 1e-6, 1e-8],
+                           "ensemble": {**TINY["ensemble"], "members": 8}})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"faces": cfg}))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "config.yaml"

@@ -160,7 +160,6 @@ def test_rd_rules_run_in_snakemake(tmp_path):
 
     import yaml
 
-    pytest.importorskip("snakemake")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CI_CONFIG))
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "config.yaml"

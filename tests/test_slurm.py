@@ -347,11 +347,11 @@ def _planned_jobs(output: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_tiny_workflow_runs_as_slurm_jobs(slurm_cluster, tmp_path, frey_file):
+def test_tiny_workflow_runs_as_slurm_jobs(slurm_cluster, tmp_path, frey_config):
     work = tmp_path / "wf"
     work.mkdir()
     (work / "config").symlink_to(REPO / "config")
-    (work / "local.yaml").write_text(f"frey:\n  data:\n    path: {frey_file}\n")
+    (work / "local.yaml").write_text(frey_config)
     profile = _test_profile(slurm_cluster, tmp_path / "profile")
     cmd = ["timeout", "-k", "30", str(RUN_TIMEOUT_S), sys.executable, "-m", "snakemake",
            *TARGETS, "-s", str(REPO / "Snakefile"), "-d", str(work),

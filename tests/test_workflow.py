@@ -24,12 +24,26 @@ def snakemake(repo_root, workdir, *args, check=True, extra_configs=()):
 
 
 @pytest.fixture(scope="module")
-def workflow_run(repo_root, tmp_path_factory, frey_file):
+def workflow_run(repo_root, tmp_path_factory, frey_config):
     workdir = tmp_path_factory.mktemp("wf")
     (workdir / "config").symlink_to(repo_root / "config")
-    (workdir / "local.yaml").write_text(f"frey:\n  data:\n    path: {frey_file}\n")
-    snakemake(repo_root, workdir, "--cores", "2")
+    (workdir / "local.yaml").write_text(frey_config)
+    result = snakemake(repo_root, workdir, "--cores", "2")
+    (workdir / "console.txt").write_text(result.stdout + result.stderr)
     return workdir
+
+
+def test_logs_name_the_device_and_carry_no_tensorflow_startup_noise(workflow_run):
+    logs = sorted((workflow_run / "results" / "logs").rglob("*.log"))
+    assert len(logs) > 20
+    for log in logs:
+        text = log.read_text()
+        first = text.splitlines()[0] if text else ""
+        assert " device: CPU: " in first or " device: GPU: " in first, (log, first)
+    for text in [workflow_run.joinpath("console.txt").read_text()] + [p.read_text() for p in logs]:
+        for noise in ("cuInit", "absl::InitializeLog", "oneDNN custom operations",
+                      "cpu_feature_guard", "Could not find cuda drivers"):
+            assert noise not in text, noise
 
 
 def test_every_stage_produces_its_outputs(workflow_run):
@@ -85,7 +99,7 @@ def plan_after_config_change(repo_root, workdir, yaml_text):
 
 def test_config_change_reruns_only_that_stage_and_downstream(repo_root, workflow_run):
     jobs = plan_after_config_change(repo_root, workflow_run,
-                                    "mnist:\n  eae:\n    ensemble:\n      members: 7\n")
+                                    "mnist:\n  eae:\n    ensemble:\n      members: 20\n")
     assert jobs.get("ensemble") == 1
     assert "train_eae" not in jobs and "train_baseline" not in jobs
     assert "prepare_mnist" not in jobs and "validation" not in jobs

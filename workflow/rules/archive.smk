@@ -1,14 +1,23 @@
-# One tarball of the results (eae.archive): every file below results/ (checkpoints and
-# results/archive/ excluded) with a sha256 manifest, the provenance records (sidecars in
-# results/provenance/, Zarr attrs), the resolved config and a pip freeze of the
-# environment. Check it with `eae archive verify results/archive/eae-results.tar.gz`.
+# The results as one RO-Crate (eae.archive; Workflow Run Crate / Provenance Run Crate
+# profiles): every file below results/ (checkpoints and results/archive/ excluded) with
+# its sha256 in ro-crate-metadata.json, the workflow, the resolved config, a pip freeze
+# of the environment and one CreateAction per job, made from the provenance records
+# (sidecars in results/provenance/, Zarr attrs). Check it with
+# `eae archive verify results/archive/eae-results.tar.gz`.
 # Not part of the default target: run `snakemake archive`.
+from pathlib import Path
+
+from eae.archive import workflow_files
+
+# the folder of the Snakefile (this file is workflow/rules/archive.smk)
+WORKFLOW_DIR = Path(workflow.current_basedir).parents[1]
 
 
 rule archive:
     input:
         targets=all_targets(),
         code=eae_sources("eae.archive"),
+        workflow=[str(WORKFLOW_DIR / path) for path in workflow_files(WORKFLOW_DIR)],
     output:
         "results/archive/eae-results.tar.gz",
     log:
@@ -22,6 +31,13 @@ rule archive:
         mem_mb=1000,
     params:
         cfg=config,
+        # the Snakefile is the first workflow file
+        workflow_dir=lambda wildcards, input: str(Path(input.workflow[0]).parent),
+        # every rule's output paths as Snakemake matches them (regular expressions with
+        # the wildcard constraints): the archive ties each job to the rule that made it
+        rules=lambda wildcards: {
+            r.name: [o.regex().pattern for o in r.output] for r in workflow.rules
+        },
         # the archive must not hold its own (growing) log nor a stale benchmark of itself
         exclude=[f"{LOGS}/archive.log", f"{BENCHMARKS}/archive.tsv"],
     script:

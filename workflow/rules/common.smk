@@ -1,7 +1,7 @@
 # Config validation and the helpers every stage uses.
 from pathlib import Path
 
-from eae.config import ConfigError, validate_config
+from eae.config import ConfigError, check_config
 from eae.faces import (
     faces_targets,
     ensemble_config,
@@ -16,8 +16,11 @@ from eae.sweep import sweep_targets
 
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 
+# The same check as `eae check-config` (schema, finite numbers, cross-field rules, the
+# data files of the experiments that will run, relative to the working directory), so
+# that a config any stage would refuse stops here, before any job, with every problem.
 try:
-    _validated = validate_config(config, SCHEMA)
+    _validated = check_config(config, SCHEMA)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()

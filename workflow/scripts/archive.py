@@ -1,4 +1,4 @@
-"""Snakemake wrapper: archive results/ with its manifest (see eae.archive)."""
+"""Snakemake wrapper: archive results/ as an RO-Crate with the workflow (see eae.archive)."""
 
 import os
 from pathlib import Path
@@ -6,13 +6,20 @@ from pathlib import Path
 from eae.archive import DEFAULT_EXCLUDE, build_archive
 from eae.progress import setup_logging
 
-log = setup_logging(snakemake.log[0])
-results = Path(snakemake.output[0]).parents[1]  # results/archive/<name>.tar.gz -> results
+log = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+results = Path(snakemake.output[0]).parents[1]  # noqa: F821 results/archive/<name> -> results
 # params.exclude holds workflow paths (results/logs/...); build_archive wants them
 # relative to the results directory
 exclude = tuple(DEFAULT_EXCLUDE) + tuple(
-    os.path.relpath(path, results) for path in snakemake.params.exclude
+    os.path.relpath(path, results) for path in snakemake.params.exclude  # noqa: F821
 )
-manifest = build_archive(results, snakemake.output[0], dict(snakemake.params.cfg), exclude=exclude)
-log.info("archived %d files (%d bytes) into %s", manifest["n_files"], manifest["total_bytes"],
-         snakemake.output[0])
+summary = build_archive(
+    results,
+    snakemake.output[0],  # noqa: F821
+    dict(snakemake.params.cfg),  # noqa: F821
+    exclude=exclude,
+    workflow_dir=snakemake.params.workflow_dir,  # noqa: F821
+    rule_outputs=snakemake.params.rules,  # noqa: F821
+)
+log.info("archived %d files (%d bytes, %d jobs) into %s", summary["n_files"],
+         summary["total_bytes"], summary["n_jobs"], snakemake.output[0])  # noqa: F821

@@ -1,5 +1,6 @@
 """Snakemake wrapper: rule faces_ensemble (see eae.faces.ensemble_faces_stage)."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.faces import ensemble_faces_stage
 from eae.progress import setup_logging
 

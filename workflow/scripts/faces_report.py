@@ -1,5 +1,6 @@
 """Snakemake wrapper: rule faces_report (see eae.faces.faces_report_stage)."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.faces import faces_report_stage
 from eae.progress import setup_logging
 

@@ -2,6 +2,7 @@
 
 The rule's named outputs (densities, samples, interpolation) say which figures to draw."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.figures import figures_stage
 from eae.progress import setup_logging
 

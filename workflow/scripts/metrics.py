@@ -1,5 +1,6 @@
 """Snakemake wrapper: rule metrics -> results/{dataset}/metrics.csv (see eae.metrics)."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.metrics import metrics_stage
 from eae.progress import setup_logging
 

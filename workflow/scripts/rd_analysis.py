@@ -1,6 +1,7 @@
 """Snakemake script: rule rd_analysis -> Table 4, Figs 4 / 1d / 1e–f, frequency.csv
 (see eae.rd_analysis)."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.progress import setup_logging
 from eae.rd_analysis import rd_analysis_stage
 

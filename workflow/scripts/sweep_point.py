@@ -1,5 +1,6 @@
 """Snakemake wrapper: rule sweep_point (see eae.sweep.sweep_point_stage)."""
 
+import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.progress import setup_logging
 from eae.sweep import experiment_inputs, sweep_point_stage
 
