@@ -30,10 +30,10 @@ lint: $(STAMP)
 # same code at toy sizes in seconds, only to show that each still runs (as tests do).
 .PHONY: bench-quick
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 bench-quick: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf results .snakemake

@@ -29,6 +29,8 @@ import argparse
 import os
 import time
 
+import _quick  # benchmarks/_quick.py, beside this script: the shared --quick option
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -41,7 +43,6 @@ from eae.train import EAETrainer, TrainSettings  # noqa: E402
 
 # --quick sizes: a quick run's time goes into compiling the two rounds, not stepping them.
 QUICK = {"steps": 5, "repeats": 2}
-QUICK_NOTE = "  [--quick: not a measurement]"
 
 
 def make_trainer(data, chains, cfg):
@@ -68,16 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run with {QUICK} (options given explicitly still win)")
-    if parser.parse_known_args(argv)[0].quick:
-        parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    return _quick.parse_args(parser, QUICK, argv)
 
 
 def main():
     args = parse_args()
-    note = QUICK_NOTE if args.quick else ""
+    note = _quick.note(args)
 
     data = np.random.default_rng(0).uniform(size=(5000, 784)).astype("float32")
     cfg = SimmeringConfig(temperature=1e-8, dt=0.2, chain_length=10, sy_order=1)

@@ -30,8 +30,9 @@ import sys
 import tempfile
 import time
 
+import _quick  # benchmarks/_quick.py, beside this script: the shared --quick option
+
 QUICK = {"members": [20, 200], "samples": 1000}
-QUICK_NOTE = "  [--quick: not a measurement]"
 LATENT, INPUT = 64, 784
 PHASES = ("sampling", "reading")
 
@@ -42,13 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=10000, help="test images encoded per draw")
     parser.add_argument("--chains", type=int, default=4, help="encoder chains (config: mnist.eae)")
     parser.add_argument("--chunk-members", type=int, default=50, help="members per Zarr chunk")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run with {QUICK} (options given explicitly still win)")
     # internal: run one measurement in this process and print it as JSON
     parser.add_argument("--child", nargs=2, metavar=("M", "STORE"), help=argparse.SUPPRESS)
-    if parser.parse_known_args(argv)[0].quick:
-        parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    return _quick.parse_args(parser, QUICK, argv)
 
 
 def sample_and_measure(members: int, samples: int, chains: int, chunk_members: int,
@@ -120,7 +117,7 @@ def main():
         print(json.dumps(sample_and_measure(int(members), args.samples, args.chains,
                                             args.chunk_members, store)))
         return
-    note = QUICK_NOTE if args.quick else ""
+    note = _quick.note(args)
     t0 = time.perf_counter()
     small, large = (run_child(m, args) for m in args.members)
     print(f"ensemble of an MLP EAE ({args.chains} chains), {args.samples} test codes of "

@@ -24,6 +24,8 @@ import argparse
 import os
 import time
 
+import _quick  # benchmarks/_quick.py, beside this script: the shared --quick option
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -38,7 +40,6 @@ from eae.train import EAETrainer, TrainSettings, batch_indices, mse_loss  # noqa
 # make the warm-up's indices[:5] the timed shape (one trace per loop), and the graph
 # unrolls the Nosé–Hoover chain link by link (chain 30: ~7 s to compile per loop, 3: ~1 s).
 QUICK = {"steps": 5, "repeats": 2, "chain": 3}
-QUICK_NOTE = "  [--quick: not a measurement]"
 
 
 def build(seed=0):
@@ -110,16 +111,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--chain", type=int, default=30, help="Nosé–Hoover chain length")
     parser.add_argument("--sy-order", type=int, default=3)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run with {QUICK} (options given explicitly still win)")
-    if parser.parse_known_args(argv)[0].quick:
-        parser.set_defaults(**QUICK)
-    return parser.parse_args(argv)
+    return _quick.parse_args(parser, QUICK, argv)
 
 
 def main():
     args = parse_args()
-    note = QUICK_NOTE if args.quick else ""
+    note = _quick.note(args)
 
     rng = np.random.default_rng(0)
     data = tf.constant(rng.uniform(size=(5000, 784)).astype("float32"))

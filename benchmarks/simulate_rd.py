@@ -43,8 +43,9 @@ import os
 import sys
 import time
 
+import _quick  # benchmarks/_quick.py, beside this script: the shared --quick option
+
 QUICK = {"n": 64, "t_end": 10.0}
-QUICK_NOTE = "  [--quick: not a measurement]"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,16 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3,
                     help="runs of each method but the reference; times are their median")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run with {QUICK} (options given explicitly still win)")
-    if ap.parse_known_args(argv)[0].quick:
-        ap.set_defaults(**QUICK)
-    return ap.parse_args(argv)
+    return _quick.parse_args(ap, QUICK, argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    note = QUICK_NOTE if args.quick else ""
+    note = _quick.note(args)
     if args.blas_threads > 0:  # must happen before numpy is imported
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)

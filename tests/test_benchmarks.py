@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# globbed, so a new benchmark is tested too (and fails until it has --quick and is listed below)
-BENCHMARKS = sorted((REPO / "benchmarks").glob("*.py"))
+# globbed (helper modules start with "_"), so a new benchmark is tested too (and fails
+# until it has --quick and is listed below)
+BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_"))
 QUICK_LABEL = "[--quick: not a measurement]"
 NUMBER = r"(\S+?)"  # parsed by float() below: "nan" or "inf" must fail as such, not as no match
 
