@@ -39,10 +39,11 @@ logger = logging.getLogger("eae")
 LossFn = Callable[[ChainEncoder, keras.Model, tuple], tf.Tensor]
 
 #: Bumped when the checkpoint layout changes, so an old checkpoint is never resumed.
-CHECKPOINT_FORMAT = "chains-1"
+CHECKPOINT_FORMAT = "chains-2"  # 2: adaptive thermostat state (friction, eta, heat)
 
 LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed")
+STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed", "friction", "eta",
+                 "heat")
 
 
 class TrainingDiverged(RuntimeError):

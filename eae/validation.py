@@ -1,16 +1,24 @@
 """Sampler validation: run Simmering on potentials whose Gibbs measure is known exactly.
 
-This is the pipeline's self-check (stage ``validation``): every run measures
-equipartition, moments against quadrature, second-order energy error and the
-conservation of the extended energy H', writes them to a CSV and draws a histogram
-of sampled positions over the exact density.
+This is the pipeline's self-check (stage ``validation``): every run measures, for each
+thermostat of ``thermostats`` (the paper's Nosé–Hoover chain and adaptive Langevin),
+equipartition, moments against quadrature and the conservation of the extended
+energy H' (exact gradients only), plus the second-order energy error of the
+integrator and — the case mini-batches create — the temperature reached on unit
+oscillators whose gradients carry Gaussian noise. It writes one CSV (columns
+``thermostat``, ``enforced``, ``note``) and a figure of both thermostats.
+
+Rows with ``enforced = False`` are measured and reported but do not fail the stage:
+the chain under gradient noise (it runs hot; SPEC §2) and the adaptive thermostat at
+σ = 1, dt = 0.05, where every simple splitting is 30 % off (the time-step bias grows
+with dt·σ²/T; dt 0.02 is what that noise needs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,16 +44,23 @@ class ValidationSettings:
     resample_every: int = 100
     seed: int = 0
     tolerance: float = 0.05
+    thermostats: tuple = ("nhc", "adaptive")
+    noise_particles: int = 2000
+    noise_steps: int = 20000
+    noise_temperature: float = 1e-3
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "ValidationSettings":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+        values = {k: v for k, v in cfg.items() if k in names}
+        if "thermostats" in values:
+            values["thermostats"] = tuple(values["thermostats"])
+        return cls(**values)
 
 
-def _config(s: ValidationSettings, **overrides) -> simmering.SimmeringConfig:
+def _config(s: ValidationSettings, thermostat: str = "nhc", **overrides) -> simmering.SimmeringConfig:
     base = dict(temperature=s.temperature, dt=s.dt, chain_length=s.chain_length,
-                sy_order=s.sy_order, tau=s.tau, mass=1.0)
+                sy_order=s.sy_order, tau=s.tau, mass=1.0, thermostat=thermostat)
     base.update(overrides)
     return simmering.SimmeringConfig(**base)
 
@@ -70,33 +85,110 @@ def double_well(x, height=1.0):
     return height * (x * x - 1.0) ** 2
 
 
-def _row(potential, quantity, measured, exact, tolerance, absolute=False):
+def _row(potential, quantity, measured, exact, tolerance, absolute=False, thermostat="nhc",
+         enforced=True, note=""):
     err = abs(measured - exact) if absolute else abs(measured / exact - 1.0)
-    return dict(potential=potential, quantity=quantity, measured=float(measured),
-                exact=float(exact), error=float(err), tolerance=float(tolerance),
-                passed=bool(err <= tolerance))
+    return dict(thermostat=thermostat, potential=potential, quantity=quantity,
+                measured=float(measured), exact=float(exact), error=float(err),
+                tolerance=float(tolerance), passed=bool(err <= tolerance),
+                enforced=bool(enforced), note=note)
 
 
-def check_harmonic(s: ValidationSettings) -> list[dict]:
+def check_harmonic(s: ValidationSettings, thermostat: str = "nhc") -> list[dict]:
     """Equipartition on a quadratic potential: ⟨T_kin⟩ = T and ⟨k x²⟩ = T."""
     k = tf.constant(stiffnesses(s.n_particles))
     x = tf.Variable(tf.zeros(s.n_particles))
     _, _, info, kx2 = simmering.sample(
-        [x], lambda: 0.5 * tf.reduce_sum(k * x * x), _config(s), s.n_steps, s.seed,
+        [x], lambda: 0.5 * tf.reduce_sum(k * x * x), _config(s, thermostat), s.n_steps, s.seed,
         trace=lambda: tf.reduce_mean(k * x * x))
     start = int(s.burn_in * s.n_steps)
     t_kin = float(np.mean(info.kinetic_temperature.numpy()[start:]))
     h = info.conserved_energy.numpy()[start:]
+    kw = dict(thermostat=thermostat)
     return [
-        _row("harmonic", "mean T_kin / T", t_kin / s.temperature, 1.0, 0.03),
+        _row("harmonic", "mean T_kin / T", t_kin / s.temperature, 1.0, 0.03, **kw),
         _row("harmonic", "mean k x^2 / T", float(np.mean(kx2.numpy()[start:])) / s.temperature,
-             1.0, s.tolerance),
+             1.0, s.tolerance, **kw),
+        # The adaptive H' is bookkeeping only (its discrete friction update does not
+        # conserve it; eae.sampler docstring): reported, not enforced.
         _row("harmonic", "H' range / (N_f T)", float(np.ptp(h)) / (s.n_particles * s.temperature),
-             0.0, 0.01, absolute=True),
+             0.0, 0.01, absolute=True, enforced=thermostat == "nhc",
+             note="" if thermostat == "nhc" else "not conserved by the discrete adaptive scheme",
+             **kw),
     ]
 
 
-def sample_double_well(s: ValidationSettings, height: float = 1.0):
+#: (gradient noise sd σ, dt, enforced, note) of the noisy-gradient checks
+NOISE_CASES = (
+    (0.2, 0.05, True, ""),
+    (1.0, 0.02, True, ""),
+    (1.0, 0.05, False, "time-step bias grows with dt*sigma^2/T; this noise needs dt 0.02"),
+)
+
+
+def noisy_oscillators(n: int, n_steps: int, temperature: float, sigmas: Sequence[float],
+                      config: simmering.SimmeringConfig, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Unit oscillators in ``len(sigmas)`` tensors of ``n`` each, whose gradients carry
+    Gaussian noise of sd σ (a stand-in for mini-batch noise). Returns ⟨T_kin⟩/T and
+    ⟨x²⟩/T per tensor, after a burn-in of a fifth."""
+    xs = [tf.Variable(tf.zeros(n)) for _ in sigmas]
+    counter = tf.Variable(0, dtype=tf.int64)
+
+    def value_and_grad():
+        counter.assign_add(1)
+        grads = [x + sd * tf.random.stateless_normal(
+                     [n], tf.stack([tf.constant(seed * 1000 + i, tf.int64), counter]))
+                 for i, (x, sd) in enumerate(zip(xs, sigmas))]
+        return tf.add_n([0.5 * tf.reduce_sum(x * x) for x in xs]), grads, None
+
+    sampler = simmering.Simmering(xs, config)
+    state, _ = sampler.init(value_and_grad, seed)
+
+    @tf.function
+    def run(state):
+        t_kin = tf.TensorArray(tf.float64, n_steps)
+        x2 = tf.TensorArray(tf.float64, n_steps, element_shape=[len(xs)])
+        for i in tf.range(n_steps):
+            state, info, _ = sampler.step(state, value_and_grad)
+            t_kin = t_kin.write(i, info.kinetic_temperature)
+            x2 = x2.write(i, tf.stack([tf.cast(tf.reduce_mean(x * x), tf.float64) for x in xs]))
+        return t_kin.stack(), x2.stack()
+
+    t_kin, x2 = run(state)
+    start = n_steps // 5
+    return (float(np.mean(t_kin.numpy()[start:])) / temperature,
+            np.mean(x2.numpy()[start:], axis=0) / temperature)
+
+
+def check_noisy_gradients(s: ValidationSettings, thermostat: str) -> list[dict]:
+    """The temperature reached under gradient noise (SPEC §2): T_kin/T and ⟨k x²⟩/T,
+    within 3 % at σ = 0.2 and (⟨k x²⟩ 5 %, T_kin 15 %) at σ = 1 with dt 0.02 for the
+    adaptive thermostat; the chain's rows are reported, not enforced. For the adaptive
+    thermostat also one friction per tensor with two noise levels in two tensors."""
+    rows = []
+    for sigma, dt, enforced, note in NOISE_CASES:
+        cfg = _config(s, thermostat, temperature=s.noise_temperature, dt=dt, sy_order=1)
+        t_kin, x2 = noisy_oscillators(s.noise_particles, s.noise_steps, s.noise_temperature,
+                                      [sigma], cfg, s.seed)
+        ok = enforced and thermostat == "adaptive"
+        why = note if thermostat == "adaptive" else "a Nose-Hoover chain cannot absorb gradient noise (SPEC 2)"
+        name = f"noisy_oscillators(sigma={sigma:g}, dt={dt:g})"
+        rows.append(_row(name, "mean T_kin / T", t_kin, 1.0, 0.03 if sigma < 0.5 else 0.15,
+                         thermostat=thermostat, enforced=ok, note=why))
+        rows.append(_row(name, "mean k x^2 / T", x2[0], 1.0, 0.03 if sigma < 0.5 else 0.05,
+                         thermostat=thermostat, enforced=ok, note=why))
+    if thermostat == "adaptive":
+        cfg = _config(s, thermostat, temperature=s.noise_temperature, dt=0.02, friction="tensor")
+        _, x2 = noisy_oscillators(s.noise_particles, s.noise_steps, s.noise_temperature,
+                                  [0.05, 1.0], cfg, s.seed)
+        for sigma, value in zip((0.05, 1.0), x2):
+            rows.append(_row("noisy_tensors(sigma=0.05|1, dt=0.02, friction=tensor)",
+                             f"mean k x^2 / T, tensor sigma={sigma:g}", value, 1.0, 0.05,
+                             thermostat=thermostat))
+    return rows
+
+
+def sample_double_well(s: ValidationSettings, height: float = 1.0, thermostat: str = "nhc"):
     """Samples of N independent double-well particles (one global thermostat).
 
     Velocities are redrawn every ``resample_every`` steps: a single global chain only
@@ -107,23 +199,25 @@ def sample_double_well(s: ValidationSettings, height: float = 1.0):
     x = tf.Variable(start_at)
     _, _, info, xs = simmering.sample(
         [x], lambda: tf.reduce_sum(double_well(x, height)),
-        _config(s, resample_every=s.resample_every), s.n_steps,
+        _config(s, thermostat, resample_every=s.resample_every), s.n_steps,
         s.seed + 1, trace=lambda: x)
     start = int(s.burn_in * s.n_steps)
     return info, xs.numpy()[start::10].ravel()
 
 
-def check_double_well(s: ValidationSettings, height: float = 1.0):
+def check_double_well(s: ValidationSettings, height: float = 1.0, thermostat: str = "nhc"):
     """Moments of a non-Gaussian density against quadrature; returns rows and samples."""
-    info, samples = sample_double_well(s, height)
+    info, samples = sample_double_well(s, height, thermostat)
     exact = gibbs_moments(lambda x: double_well(x, height), s.temperature)
     start = int(s.burn_in * s.n_steps)
     t_kin = float(np.mean(info.kinetic_temperature.numpy()[start:]))
+    kw = dict(thermostat=thermostat)
     rows = [
-        _row("double_well", "mean T_kin / T", t_kin / s.temperature, 1.0, 0.03),
-        _row("double_well", "<x^2>", float(np.mean(samples**2)), exact[2], s.tolerance),
-        _row("double_well", "<x^4>", float(np.mean(samples**4)), exact[4], s.tolerance),
-        _row("double_well", "<x>", float(np.mean(samples)), exact[1], s.tolerance, absolute=True),
+        _row("double_well", "mean T_kin / T", t_kin / s.temperature, 1.0, 0.03, **kw),
+        _row("double_well", "<x^2>", float(np.mean(samples**2)), exact[2], s.tolerance, **kw),
+        _row("double_well", "<x^4>", float(np.mean(samples**4)), exact[4], s.tolerance, **kw),
+        _row("double_well", "<x>", float(np.mean(samples)), exact[1], s.tolerance, absolute=True,
+             **kw),
     ]
     return rows, samples
 
@@ -147,33 +241,43 @@ def check_energy_order(s: ValidationSettings) -> list[dict]:
     return [_row("anharmonic_nve", "energy error ratio dt/(dt/2)", coarse / fine, 4.0, 0.15)]
 
 
-def run_validation(settings: ValidationSettings) -> tuple[pd.DataFrame, np.ndarray]:
-    """All checks; returns the results table and the double-well samples (for the plot)."""
-    rows = []
-    rows += check_harmonic(settings)
-    logger.info("validation: harmonic done")
-    dw_rows, samples = check_double_well(settings)
-    rows += dw_rows
-    logger.info("validation: double well done")
+def run_validation(settings: ValidationSettings) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """All checks for every thermostat; returns the results table and the double-well
+    samples per thermostat (for the plot)."""
+    rows, samples = [], {}
+    for thermostat in settings.thermostats:
+        rows += check_harmonic(settings, thermostat)
+        dw_rows, samples[thermostat] = check_double_well(settings, thermostat=thermostat)
+        rows += dw_rows
+        rows += check_noisy_gradients(settings, thermostat)
+        logger.info("validation: %s thermostat done", thermostat)
     rows += check_energy_order(settings)
     logger.info("validation: energy order done")
     table = pd.DataFrame(rows)
     table.insert(0, "temperature", settings.temperature)
+    noisy = table["potential"].str.startswith("noisy")
+    table.loc[noisy, "temperature"] = settings.noise_temperature
     return table, samples
 
 
-def plot_double_well(samples: np.ndarray, temperature: float, path, height: float = 1.0):
-    """Histogram of sampled positions over the exact Gibbs density."""
+def plot_double_well(samples: dict[str, np.ndarray] | np.ndarray, temperature: float, path,
+                     height: float = 1.0):
+    """Histograms of sampled positions (one per thermostat) over the exact Gibbs density."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not isinstance(samples, dict):
+        samples = {"nhc": samples}
     x = np.linspace(-2.5, 2.5, 2001)
     w = np.exp(-double_well(x, height) / temperature)
     w /= np.trapezoid(w, x)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(samples, bins=120, range=(-2.5, 2.5), density=True, alpha=0.6, label="Simmering")
+    labels = {"nhc": "Nosé–Hoover chain", "adaptive": "adaptive Langevin"}
+    for name, values in samples.items():
+        ax.hist(values, bins=120, range=(-2.5, 2.5), density=True, alpha=0.45,
+                histtype="stepfilled", label=labels.get(name, name))
     ax.plot(x, w, "k-", lw=1.5, label=r"exact $e^{-U/T}/Z$")
     ax.set_xlabel("x")
     ax.set_ylabel("density")
@@ -199,7 +303,7 @@ def validation_stage(cfg: dict, csv_path: str, figure_path: str) -> pd.DataFrame
     record = make_record("validation", config=cfg, seeds={"seed": settings.seed}, started=started)
     record_outputs(record, [csv_path, figure_path])
     logger.info("validation results:\n%s", table.to_string(index=False))
-    failed = table[~table["passed"]]
+    failed = table[~table["passed"] & table["enforced"]]
     if cfg.get("fail_on_error", True) and len(failed):
         raise RuntimeError("Sampler validation failed:\n" + failed.to_string(index=False))
     return table
