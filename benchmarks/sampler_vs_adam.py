@@ -8,8 +8,13 @@ structure (a tf.range loop over pre-drawn mini-batches of 32):
   simmering   Simmering on all autoencoder weights (sampler vs optimizer)
   eae         the EAE inner step: Simmering on the encoder + decoder-gradient sum
 
+  eae_adaptive        the EAE step with the adaptive thermostat, no Langevin noise
+  eae_adaptive_k      the same at the default langevin_every (noise every k steps)
+
 Runs alternate and the median of several repeats is reported, since one machine's
-timings drift. Prints per-step milliseconds and the ratios to Adam (target ≤ 1.10).
+timings drift. Prints per-step milliseconds, the ratios to Adam (target ≤ 1.10) and the
+adaptive thermostat's cost against the chain's EAE step (targets: ≤ 1.05 without noise,
+≤ 1.2 at the default langevin_every).
 
     python benchmarks/sampler_vs_adam.py [--steps 200] [--repeats 7] [--chain 30]
     python benchmarks/sampler_vs_adam.py --quick   # seconds: same code, toy sizes
@@ -21,6 +26,7 @@ figures are labelled as such and mean nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -123,10 +129,14 @@ def main():
     indices = tf.constant(batch_indices(5000, 32, 0, 0, args.steps))
     cfg = simmering.SimmeringConfig(temperature=1e-6, dt=1e-3, chain_length=args.chain,
                                     sy_order=args.sy_order)
+    adaptive = dataclasses.replace(cfg, thermostat="adaptive")
     loops = {
         "adam": adam_loop(*build(), data),
         "simmering": simmering_loop(*build(), data, cfg),
         "eae": eae_loop(*build(), data, cfg),
+        "eae_adaptive": eae_loop(*build(), data,
+                                 dataclasses.replace(adaptive, langevin_friction=0.0)),
+        "eae_adaptive_k": eae_loop(*build(), data, adaptive),
     }
     for fn in loops.values():  # compile and warm up
         fn(indices[:5])
@@ -144,6 +154,10 @@ def main():
         print(f"  {name:10s} {1e3 * value:8.3f} ms/step")
     print(f"ratio simmering/adam = {median['simmering'] / median['adam']:.3f}{note}")
     print(f"ratio eae/adam       = {median['eae'] / median['adam']:.3f}{note}")
+    print(f"ratio adaptive (no Langevin noise)/nhc eae step = "
+          f"{median['eae_adaptive'] / median['eae']:.3f}{note}")
+    print(f"ratio adaptive (langevin_every {adaptive.langevin_every})/nhc eae step = "
+          f"{median['eae_adaptive_k'] / median['eae']:.3f}{note}")
 
 
 if __name__ == "__main__":

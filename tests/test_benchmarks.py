@@ -27,7 +27,9 @@ RATIO_LINES = {
     "chains.py": [rf"^ratio together/separate = {NUMBER}\s"],
     "ensemble_memory.py": [rf"^peak memory ratio {phase} +M=\d+/M=\d+ = {NUMBER}\s"
                            for phase in ("sampling", "reading")],
-    "sampler_vs_adam.py": [rf"^ratio {loop}/adam += {NUMBER}\s" for loop in ("simmering", "eae")],
+    "sampler_vs_adam.py": [rf"^ratio {loop}/adam += {NUMBER}\s" for loop in ("simmering", "eae")]
+    + [rf"^ratio adaptive \({what}\)/nhc eae step = {NUMBER}\s"
+       for what in ("no Langevin noise", r"langevin_every \d+")],
     "simulate_rd.py": [rf"^speed ratio rk45 \S+ {variant} / ETDRK4: wall {NUMBER}x, cpu {NUMBER}x;"
                        for variant in ("dense", "land")],
 }
