@@ -98,10 +98,13 @@ def check_harmonic(s: ValidationSettings, thermostat: str = "nhc") -> list[dict]
     """Equipartition on a quadratic potential: ⟨T_kin⟩ = T and ⟨k x²⟩ = T."""
     k = tf.constant(stiffnesses(s.n_particles))
     x = tf.Variable(tf.zeros(s.n_particles))
-    _, _, info, kx2 = simmering.sample(
+    _, _, info, xs = simmering.sample(
         [x], lambda: 0.5 * tf.reduce_sum(k * x * x), _config(s, thermostat), s.n_steps, s.seed,
-        trace=lambda: tf.reduce_mean(k * x * x))
+        trace=lambda: x)
     start = int(s.burn_in * s.n_steps)
+    kx2 = tf.reduce_mean(k * xs * xs, axis=1)
+    t_conf = sampled_configurational_temperature(
+        xs.numpy()[start::10], lambda v: 0.5 * tf.reduce_sum(k * v * v, axis=1))
     t_kin = float(np.mean(info.kinetic_temperature.numpy()[start:]))
     h = info.conserved_energy.numpy()[start:]
     kw = dict(thermostat=thermostat)
@@ -115,7 +118,21 @@ def check_harmonic(s: ValidationSettings, thermostat: str = "nhc") -> list[dict]
              0.0, 0.01, absolute=True, enforced=thermostat == "nhc",
              note="" if thermostat == "nhc" else "not conserved by the discrete adaptive scheme",
              **kw),
+        _row("harmonic", "T_conf / T", t_conf / s.temperature, 1.0, s.tolerance, **kw),
     ]
+
+
+def sampled_configurational_temperature(samples: np.ndarray,
+                                        potential_rows: Callable[[tf.Tensor], tf.Tensor]) -> float:
+    """T_conf = ⟨|∇U|²⟩/⟨tr ∇²U⟩ over stored samples [S, N] (``potential_rows`` maps them
+    to one U per sample), by :func:`eae.temperature.gradient_and_curvature` with the
+    samples as chains: the Hutchinson trace is exact here (diagonal Hessians)."""
+    from eae.temperature import configurational_temperature, gradient_and_curvature
+
+    v = tf.Variable(samples.astype(np.float32))
+    grad_sq, curvature = gradient_and_curvature([v], lambda: potential_rows(v),
+                                                chains=samples.shape[0])
+    return float(configurational_temperature(grad_sq.numpy(), curvature.numpy()))
 
 
 #: (gradient noise sd σ, dt, enforced, note) of the noisy-gradient checks
@@ -218,6 +235,10 @@ def check_double_well(s: ValidationSettings, height: float = 1.0, thermostat: st
         _row("double_well", "<x^4>", float(np.mean(samples**4)), exact[4], s.tolerance, **kw),
         _row("double_well", "<x>", float(np.mean(samples)), exact[1], s.tolerance, absolute=True,
              **kw),
+        _row("double_well", "T_conf / T", sampled_configurational_temperature(
+                 samples.reshape(-1, s.n_particles),
+                 lambda v: tf.reduce_sum(double_well(v, height), axis=1)) / s.temperature,
+             1.0, s.tolerance, **kw),
     ]
     return rows, samples
 
