@@ -42,6 +42,8 @@ LossFn = Callable[[ChainEncoder, keras.Model, tuple], tf.Tensor]
 CHECKPOINT_FORMAT = "chains-2"  # 2: adaptive thermostat state (friction, eta, heat)
 
 LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: a round whose mean T_kin is this many times its target T is logged as a warning
+HOT_WARNING_FACTOR = 2.0
 STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed", "friction", "eta",
                  "heat")
 
@@ -277,6 +279,9 @@ class EAETrainer:
             **{f"loss_q{int(q * 100):02d}": float(np.quantile(losses, q)) for q in LOSS_QUANTILES},
             "temperature": float(info.temperature.numpy()[-1]),
             "kinetic_temperature": float(info.kinetic_temperature.numpy().mean()),
+            # ratio of means over the round's steps and chains
+            "kinetic_over_target": float(info.kinetic_temperature.numpy().mean()
+                                         / info.temperature.numpy().mean()),
             "conserved_energy_drift": float(np.mean(h[-1] - h[0])),
             "xi1": float(np.mean(info.xi1.numpy()[-1])),
             "round_seconds": time.perf_counter() - t0,
@@ -323,11 +328,32 @@ class EAETrainer:
         # Against the round's hottest target: while T is annealed down, T_kin lags the
         # schedule by about the thermostat time scale, which is not a runaway.
         ratio = float(np.mean(info.kinetic_temperature.numpy()) / np.max(info.temperature.numpy()))
+        self._warn_if_hot(ratio, where)
         if ratio > self.settings.runaway_factor:
             raise TrainingDiverged(
                 f"kinetic temperature ran away during {where}: mean T_kin = {ratio:.3g} × T "
                 f"(limit runaway_factor = {self.settings.runaway_factor}); reduce dt. "
                 "The last good checkpoint is kept.")
+
+    def _warn_if_hot(self, ratio: float, where: str) -> None:
+        """Warn (once per tenth of training) when a round's mean T_kin is ≥ 2× its target,
+        naming the likely cause: long before the runaway stop the ensemble is not at T."""
+        if ratio < HOT_WARNING_FACTOR:
+            return
+        every = max(1, self.settings.decoder_updates // 10)
+        last = getattr(self, "_last_hot_warning", None)
+        if last is not None and self.update - last < every:
+            return
+        self._last_hot_warning = self.update
+        cfg = self.sampler_config
+        if cfg.thermostat == "nhc" and cfg.chain_length > 1:
+            cause = ("a Nosé–Hoover chain cannot absorb mini-batch gradient noise; use "
+                     "sampler.thermostat: adaptive (or a larger train.batch_size)")
+        else:
+            cause = ("the gradient noise is too strong for this dt at this T; reduce "
+                     "sampler.dt or increase train.batch_size")
+        logger.warning("%s: the ensemble runs at T_kin = %.3g × T (target %.3g): %s",
+                       where, ratio, float(cfg.temperature), cause)
 
     # -- checkpoints ----------------------------------------------------------
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:

@@ -150,3 +150,28 @@ def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(tmp_path
     with pytest.raises(TrainingDiverged, match="kinetic temperature|NaN"):
         bad.fit(tmp_path)
     assert np.load(tmp_path / "checkpoint.npz")["update"] == good
+
+
+def test_hot_rounds_are_logged_with_their_likely_cause(caplog):
+    import logging
+
+    from eae.train import EAETrainer, TrainSettings
+
+    trainer = EAETrainer.__new__(EAETrainer)
+    trainer.settings = TrainSettings(decoder_updates=10)
+    trainer.update = 0
+    from eae import sampler as S
+
+    trainer.sampler_config = S.SimmeringConfig(chain_length=10)
+    with caplog.at_level(logging.WARNING, logger="eae"):
+        trainer._warn_if_hot(1.5, "decoder update 1")
+        assert not caplog.records
+        trainer._warn_if_hot(3.0, "decoder update 1")
+        trainer._warn_if_hot(3.0, "decoder update 1")  # rate-limited
+    assert len(caplog.records) == 1
+    assert "3 × T" in caplog.text and "thermostat: adaptive" in caplog.text
+    trainer.sampler_config = S.SimmeringConfig(thermostat="adaptive")
+    trainer.update = 5
+    with caplog.at_level(logging.WARNING, logger="eae"):
+        trainer._warn_if_hot(2.5, "decoder update 6")
+    assert "reduce sampler.dt" in caplog.text
