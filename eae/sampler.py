@@ -409,8 +409,7 @@ class Simmering:
         for i, q in enumerate(self.displacement):
             q = tf.convert_to_tensor(q)
             factor = self._tensor_factor(state.pending_scale, i) * (self.config.mass / self.config.dt)
-            f = _per_chain(factor, q) if self.chains else tf.cast(factor, q.dtype)
-            out.append(q * f)
+            out.append(q * self._broadcast(factor, q))
         return out
 
     def _set_momenta(self, momentum) -> list:
@@ -492,6 +491,15 @@ class Simmering:
             q.assign(new_q)
             var.assign_add(new_q)
 
+    def _half_kick(self, grads, coefficients) -> None:
+        """q ← q − c·g per tensor (one kernel each when c is one number for all chains)."""
+        for q, g, c in zip(self.displacement, grads, coefficients):
+            if c.shape.rank and self.chains and self.chains > 1:
+                q.assign_sub(_per_chain(c, q) * g)
+            else:
+                tf.raw_ops.ResourceApplyGradientDescent(
+                    var=q.handle, alpha=tf.cast(tf.reshape(c, []), q.dtype), delta=g)
+
     def step(self, state: SimmeringState,
              value_and_grad: ValueAndGrad) -> tuple[SimmeringState, SimmeringInfo, Any]:
         """Advance the variables by one time step; returns ``(state, info, aux)``.
@@ -514,9 +522,7 @@ class Simmering:
 
         loss, grads, aux = value_and_grad()
         grads = tuple(tf.convert_to_tensor(g) for g in grads)
-        for q, g in zip(self.displacement, grads):
-            tf.raw_ops.ResourceApplyGradientDescent(
-                var=q.handle, alpha=tf.cast(c, q.dtype), delta=g)
+        self._half_kick(grads, [c] * n)
         qsq = _sum_squares([q.read_value() for q in self.displacement], self.chains)
         ke2 = qsq * (config.mass / (config.dt * config.dt))
         scale, xi, v_xi = _thermostat(config, ke2, xi, v_xi, temperature, n_dof)
@@ -575,13 +581,7 @@ class Simmering:
         loss, grads, aux = value_and_grad()
         grads = tuple(tf.convert_to_tensor(g) for g in grads)
         kick = a * (0.5 * dt) / s
-        for i, (q, g) in enumerate(zip(self.displacement, grads)):
-            c = g_of(kick, i)
-            if self.chains and self.chains > 1:
-                q.assign_sub(_per_chain(c, q) * g)
-            else:
-                tf.raw_ops.ResourceApplyGradientDescent(
-                    var=q.handle, alpha=tf.cast(tf.reshape(c, []), q.dtype), delta=g)
+        self._half_kick(grads, [g_of(kick, i) for i in range(n)])
         r = 2.0 * s / (1.0 + s)
         new_state = state._replace(
             pending_scale=r,
