@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from eae.temperature import store_temperature_columns
+
 log = logging.getLogger("eae")
 
 __all__ = [
@@ -409,10 +411,17 @@ def diagnostics_stage(store_path: str | os.PathLike, out_csv: str | os.PathLike,
 
     ds = open_zarr(store_path)
     table = convergence_table(ds, variables, max_elements=max_elements)
+    # the temperature the ensemble reached qualifies every row's diagnostics
+    temperatures = store_temperature_columns(ds.attrs)
+    table = table.assign(**temperatures)
     write_csv_atomic(table, out_csv)
     diagnostics_figure(ds, out_figure, variables=STAGE_FIGURE_VARIABLES)
     messages = check_convergence(table, rhat_max=rhat_max, ess_min=ess_min)
     log.info("convergence diagnostics of %s:\n%s", store_path, table.to_string(index=False))
+    if temperatures["T flag"] != "ok":
+        messages.append(f"measured temperature {temperatures['T flag']}: "
+                        + ", ".join(f"{k} {v:.3g}" for k, v in temperatures.items()
+                                    if k != "T flag"))
     for message in messages:
         log.warning("convergence: %s", message)
     if provenance is not None:

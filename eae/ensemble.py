@@ -18,6 +18,8 @@ import xarray as xr
 
 from eae.io import ZarrStreamWriter
 from eae.progress import Progress
+from eae import sampler as simmering
+from eae.temperature import ensemble_temperatures, remedy
 from eae.train import EAETrainer
 
 logger = logging.getLogger("eae")
@@ -42,6 +44,8 @@ def sample_ensemble(
     static: xr.Dataset | None = None,
     provenance: Mapping | None = None,
     log_every_s: float = 5.0,
+    history=None,
+    burn_in: int = 0,
 ):
     """Draw ``n_members`` encoder samples with the decoder frozen and stream them.
 
@@ -53,7 +57,9 @@ def sample_ensemble(
     ``<name>_mean`` (mean over all chains and draws) is added for each name in
     ``mean_of``. ``static`` variables (coords, labels) are written once.
     ``provenance`` may be a callable, evaluated at the end (so its finish time is the
-    store's). Use :func:`eae.io.member_view` to read the members as one ``member`` axis.
+    store's). ``history``: training's history.csv (path or DataFrame); the store's attrs
+    then carry training's measured temperatures (``train_…``) beside the draws'
+    (``ensemble_…``, :mod:`eae.temperature`). Use :func:`eae.io.member_view` to read the members as one ``member`` axis.
     """
     if trainer.state is None:
         trainer.initialize()
@@ -69,7 +75,9 @@ def sample_ensemble(
     progress = Progress(n_draws, f"ensemble ({chains} chain{'s' if chains > 1 else ''})",
                         logger, log_every_s)
     step = int(trainer.state.step)
+    target = float(simmering.temperature_at(trainer.sampler_config, trainer.state.step))
     try:
+        step = _burn_in(trainer, step, int(burn_in), logger, log_every_s)
         for draw in range(n_draws):
             idx = trainer.indices_for(step, thin)
             trainer.state, info, _ = trainer._round(trainer.state, idx, accumulate=False)
@@ -82,6 +90,9 @@ def sample_ensemble(
                 sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64).sum(axis=0)
             values["loss"] = ((), np.asarray(info.loss.numpy()[-1]))
             values["kinetic_temperature"] = ((), np.asarray(info.kinetic_temperature.numpy()[-1]))
+            conf = trainer.measure_configurational(_CONF_KEY + step)
+            if conf is not None:
+                values["grad_sq"], values["curvature"] = ((), conf[0]), ((), conf[1])
             buffer.append(values)
             if len(buffer) == chunk_draws or draw == n_draws - 1:
                 writer.append(_stack(buffer, draw + 1 - len(buffer)))
@@ -90,13 +101,61 @@ def sample_ensemble(
         total = n_draws * chains
         means = xr.Dataset({f"{name}_mean": (dims[name], (sums[name] / total).astype(np.float32))
                             for name in mean_of})
-        return writer.close(extra=means if mean_of else None,
-                            attrs={"n_members": total, "chains": chains, "draws": n_draws,
-                                   "thin": thin},
+        attrs = {"n_members": total, "chains": chains, "draws": n_draws, "thin": thin,
+                 "burn_in": int(burn_in), "temperature": target}
+        attrs.update(_temperature_attrs(writer, target, trainer.sampler_config))
+        if history is not None:
+            attrs.update(_training_attrs(history))
+        return writer.close(extra=means if mean_of else None, attrs=attrs,
                             provenance=provenance() if callable(provenance) else provenance)
     except BaseException:
         writer.abort()
         raise
+
+
+def _burn_in(trainer: EAETrainer, step: int, n_steps: int, log, log_every_s: float) -> int:
+    """``n_steps`` unrecorded Simmering steps (rounds of at most 100); the next step."""
+    if n_steps <= 0:
+        return step
+    progress = Progress(n_steps, "ensemble burn-in", log, log_every_s)
+    done = 0
+    while done < n_steps:
+        n = min(100, n_steps - done)
+        trainer.state, info, _ = trainer._round(trainer.state, trainer.indices_for(step, n),
+                                                accumulate=False)
+        trainer.check_diagnostics(info)
+        step += n
+        done += n
+        progress.update(done, f"loss {float(np.mean(info.loss.numpy()[-1])):.4g}")
+    return step
+
+
+#: T_conf batches of ensemble draws are keyed apart from training's (keyed by update)
+_CONF_KEY = 1 << 40
+
+
+def _temperature_attrs(writer, target: float, config) -> dict:
+    """Pooled T_kin/T and T_conf/T of the draws written so far, with a log warning (cause
+    and remedy) when they leave the bands of :mod:`eae.temperature`."""
+
+    ds = writer.written().assign_attrs(temperature=target)
+    check = ensemble_temperatures(ds)
+    if check.flagged:
+        logger.warning("ensemble not at its target T = %.3g: %s; likely cause: %s", target,
+                       "; ".join(check.reasons), remedy(config.thermostat, config.chain_length, check))
+    logger.info("ensemble temperatures: T_kin/T %.3f, T_conf/T %.3f", check.kinetic,
+                check.configurational)
+    return check.as_attrs("ensemble_")
+
+
+def _training_attrs(history) -> dict:
+    import pandas as pd
+
+    from eae.temperature import training_temperatures
+
+    if not isinstance(history, pd.DataFrame):
+        history = pd.read_csv(history)
+    return training_temperatures(history).as_attrs("train_")
 
 
 def _stack(buffer: list[dict], first_draw: int) -> xr.Dataset:
@@ -140,4 +199,6 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
 
     return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
                            chunk_members=ens["chunk_members"], mean_of=("latent",),
-                           static=static, provenance=provenance)
+                           static=static, provenance=provenance,
+                           history=Path(train_dir) / "history.csv",
+                           burn_in=ens.get("burn_in", 0))

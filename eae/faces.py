@@ -53,6 +53,7 @@ import xarray as xr
 from eae.data import SPLIT_CODES, SPLITS, DataError, random_split
 from eae.io import ZarrStreamWriter, write_csv_atomic
 from eae.progress import Progress
+from eae.temperature import store_temperature_columns
 from eae.provenance import make_record, now_iso, record_outputs, sha256_path
 
 log = logging.getLogger("eae")
@@ -607,7 +608,9 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
                              started=started)
     return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
                            chunk_members=ens["chunk_members"], mean_of=("latent",),
-                           static=static, provenance=provenance)
+                           static=static, provenance=provenance,
+                           history=Path(model_dir) / "history.csv",
+                           burn_in=ens.get("burn_in", 0))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -692,7 +695,8 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
 
     from eae.io import member_view
 
-    ens = member_view(xr.open_zarr(run.ensemble_path, consolidated=False))
+    store = xr.open_zarr(run.ensemble_path, consolidated=False)
+    ens = member_view(store)
     originals = to_float(load_faces_at(data_path, ens["store_index"].values))
     decoder = keras.saving.load_model(Path(run.model_dir) / "decoder.keras", compile=False)
     recon = _decode(decoder, ens["latent_mean"].values.astype(np.float32), batch_size)
@@ -700,7 +704,6 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
         raise ValueError(f"decoder output {recon.shape[1:]} differs from the faces {originals.shape[1:]}")
     history = pd.read_csv(Path(run.model_dir) / "history.csv")
     last = history.iloc[-1]
-    tail = history.iloc[-max(1, len(history) // 5):]
     within, between = _latent_spread(ens)
     row = {
         "temperature": run.temperature,
@@ -717,7 +720,7 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
         "final_member_loss_mean": float(last["loss_mean"]),
         "final_member_loss_q05": float(last["loss_q05"]),
         "final_member_loss_q95": float(last["loss_q95"]),
-        "kinetic_over_target_T": float((tail["kinetic_temperature"] / tail["temperature"]).mean()),
+        **store_temperature_columns(store.attrs),
     }
     return row, originals, recon
 

@@ -185,6 +185,10 @@ class ZarrStreamWriter:
         else:
             chunk.to_zarr(self.tmp, append_dim=self.append_dim, consolidated=False)
 
+    def written(self) -> xr.Dataset:
+        """What has been appended so far (lazily, from the temporary store)."""
+        return xr.open_zarr(self.tmp, consolidated=False)
+
     def close(self, extra: xr.Dataset | None = None, attrs: Mapping[str, Any] | None = None,
               provenance: Mapping[str, Any] | None = None) -> Path:
         """Add final variables (e.g. streaming means) and attrs, then publish."""

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from eae.io import write_csv_atomic, write_text_atomic
+from eae.temperature import TEMPERATURE_COLUMNS, store_temperature_columns
 
 log = logging.getLogger("eae")
 
@@ -601,6 +602,7 @@ def eae_metrics(paths: Mapping[str, Path], x_test, labels, cfg) -> dict[str, Any
         active_units_all_samples=active_units_from_variance(stats["variance"], cfg["active_threshold"]),
         active_units_member_mean=float(stats["member_active"].mean()),
         pcs_99_all_samples=pcs_from_covariance(stats["covariance"], cfg["pca_variance"]),
+        **store_temperature_columns(ds.attrs),
     )
     return row
 
@@ -728,8 +730,9 @@ def table1(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"metrics table lacks column(s) {missing}")
         ds = str(frame["dataset"].iloc[0])
-        sub = frame.set_index("model")[[c for c, _, _ in _TABLE_METRICS] + ["latent_dim", "pcs_99_all_samples",
-                                                                            "active_units_member_mean"]]
+        extra = ["latent_dim", "pcs_99_all_samples", "active_units_member_mean"]
+        extra += [c for c in TEMPERATURE_COLUMNS if c in frame.columns]
+        sub = frame.set_index("model")[[c for c, _, _ in _TABLE_METRICS] + extra]
         sub.columns = [f"{ds}/{c}" for c in sub.columns]
         parts.append(sub)
     wide = pd.concat(parts, axis=1)
@@ -740,6 +743,16 @@ def table1(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     wide.insert(0, "label", [labels[m] if m != "pca" else "PCA" for m in wide.index])
     wide.index.name = "model"
     return wide.reset_index()
+
+
+def _temperature_note(name: str, r: Mapping[str, Any]) -> str:
+    """The EAE's measured temperatures (eae.temperature) as a note, flagged when out."""
+    if "T flag" not in r or not isinstance(r["T flag"], str):
+        return f"- {name} EAE temperature: not measured (a store from before eae.temperature)."
+    cells = ", ".join(f"{c} {float(r[c]):.3g}" for c in TEMPERATURE_COLUMNS[:-1])
+    flag = ("**" + r["T flag"] + "** — the ensemble is not at its target T; its numbers "
+            "describe the temperature it reached") if r["T flag"] != "ok" else "within the bands"
+    return f"- {name} EAE temperature (measured, ratio to the target T): {cells}; {flag}."
 
 
 def table1_markdown(wide: pd.DataFrame, frames: Sequence[pd.DataFrame]) -> str:
@@ -791,6 +804,7 @@ def table1_markdown(wide: pd.DataFrame, frames: Sequence[pd.DataFrame]) -> str:
                 f"members; per member, on average {r['active_units_member_mean']:.1f}/{int(r['latent_dim'])} "
                 f"active units over the test set; all samples need {int(r['pcs_99_all_samples'])} PCs "
                 f"for {100 * r['pca_variance']:g} % of their variance.")
+            notes.append(_temperature_note(DATASET_LABELS.get(r["dataset"], r["dataset"]), r))
         chance = frame["probe_chance"].dropna()
         if len(chance):
             name = str(frame["dataset"].iloc[0])

@@ -352,7 +352,8 @@ def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
                            thin=int(ens.get("thin", 1)),
                            chunk_members=int(ens.get("chunk_members", 500)),
                            mean_of=("coefficients", "latent_code"), static=static,
-                           provenance=provenance)
+                           provenance=provenance, history=Path(train_dir) / "history.csv",
+                           burn_in=int(ens.get("burn_in", 0)))
 
 
 # -- synthetic data (tests, CI) ------------------------------------------------------------

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from eae.io import save_figure, write_csv_atomic, write_text_atomic
+from eae.temperature import (CONFIGURATIONAL_BAND, KINETIC_BAND, TEMPERATURE_COLUMNS,
+                             store_temperature_columns)
 
 log = logging.getLogger("eae")
 
@@ -81,7 +83,8 @@ CONVERGENCE_VARIABLES = ("loss", "kinetic_temperature", "latent")
 ANALYSIS_KEYS = ("active_threshold", "pca_variance", "probe", "seed", "batch_size",
                  "chunk_members")
 RULE = ("recommended T = the highest constant temperature whose test MSE ≤ mse_factor × "
-        "the test MSE of the coldest constant run (the coldest when none qualifies)")
+        "the test MSE of the coldest constant run (the coldest when none qualifies), among "
+        "the points whose measured temperature is not flagged (none when all are)")
 
 
 # --------------------------------------------------------------------------- experiments
@@ -410,6 +413,7 @@ ROW_COLUMNS = [
     "rhat_latent", "ess_bulk_latent", "ess_tail_latent",
     "train_loss_final", "val_loss_final", "decoder_updates", "encoder_steps",
     "train_s", "ensemble_s", "wall_s",
+    *TEMPERATURE_COLUMNS,
 ]
 
 
@@ -454,6 +458,7 @@ def sweep_point_stage(params: Mapping[str, Any], inputs: Mapping[str, str],
         "encoder_steps": cfg["train"].get("encoder_steps"),
         **metrics, **summary,
         "tkin_ratio": summary["kinetic_temperature_mean"] / final_t,
+        **_measured_temperatures(paths["ensemble"]),
     }
     row["wall_s"] = time.perf_counter() - t0
     frame = pd.DataFrame([row]).reindex(columns=ROW_COLUMNS)
@@ -470,6 +475,13 @@ def sweep_point_stage(params: Mapping[str, Any], inputs: Mapping[str, str],
              row["active_units"], row["latent_dim"], row["probe_accuracy"], row["loss_sd"],
              row["rhat"], row["ess_bulk"], row["wall_s"])
     return frame
+
+
+def _measured_temperatures(store) -> dict[str, Any]:
+    import xarray as xr
+
+    with xr.open_zarr(store, consolidated=False) as ds:
+        return store_temperature_columns(ds.attrs)
 
 
 # --------------------------------------------------------------------------- table
@@ -502,24 +514,46 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _is_flagged(row: Mapping[str, Any]) -> bool:
+    flag = row.get("T flag")
+    return isinstance(flag, str) and flag != "ok"
+
+
 def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
     """Apply :data:`RULE` to the constant-temperature rows of ``frame`` (columns
-    ``kind``, ``temperature``, ``test_mse``, ``point``).
+    ``kind``, ``temperature``, ``test_mse``, ``point``; ``T flag`` when measured).
 
-    A run qualifies when its test MSE ≤ ``mse_factor`` × the coldest run's (equality
-    qualifies); of the qualifying runs the hottest is recommended (at equal
-    temperatures, the lower MSE). When none qualifies (e.g. ``mse_factor`` < 1, or the
-    coldest MSE is NaN) the coldest is recommended and ``fallback`` is true. Returns
-    the recommendation with every number it used.
+    Points whose measured temperature is flagged (``T flag`` other than "ok": the
+    ensemble was not at the T the row names) are left out, and named in
+    ``excluded``. Among the rest a run qualifies when its test MSE ≤ ``mse_factor`` ×
+    the coldest run's (equality qualifies); of the qualifying runs the hottest is
+    recommended (at equal temperatures, the lower MSE). When none qualifies (e.g.
+    ``mse_factor`` < 1, or the coldest MSE is NaN) the coldest is recommended and
+    ``fallback`` is true. When every point is flagged nothing is recommended
+    (``recommended_point`` None) and ``reason`` says why. Returns the recommendation
+    with every number it used.
     """
     const = frame[frame["kind"] == "constant"].sort_values(["temperature", "test_mse"])
     if const.empty:
         raise ValueError("sweep: the rule needs at least one constant-temperature run")
-    coldest = const.iloc[0]
+    rows = const.to_dict("records")
+    excluded = [{"point": r["point"], "temperature": float(r["temperature"]),
+                 "T flag": r["T flag"]} for r in rows if _is_flagged(r)]
+    usable = [r for r in rows if not _is_flagged(r)]
+    result = {"rule": RULE, "mse_factor": float(mse_factor), "excluded": excluded}
+    if not usable:
+        return {**result, "recommended_point": None, "recommended_temperature": None,
+                "recommended_test_mse": None, "coldest_point": None,
+                "coldest_temperature": None, "coldest_test_mse": None, "threshold_mse": None,
+                "fallback": False, "candidates": [],
+                "reason": "every constant-temperature point is flagged: no ensemble reached "
+                          "the temperature its row names (see T_kin/T, T_conf/T), so the "
+                          "rule has no run to compare"}
+    coldest = usable[0]
     cold_mse = _finite(coldest["test_mse"])
     threshold = float(mse_factor) * cold_mse if cold_mse is not None else None
     candidates = []
-    for _, r in const.iterrows():
+    for r in usable:
         mse = _finite(r["test_mse"])
         ok = threshold is not None and mse is not None and mse <= threshold
         candidates.append({"point": r["point"], "temperature": float(r["temperature"]),
@@ -530,8 +564,7 @@ def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
     else:
         best = candidates[0]
     return {
-        "rule": RULE,
-        "mse_factor": float(mse_factor),
+        **result,
         "recommended_point": best["point"],
         "recommended_temperature": best["temperature"],
         "recommended_test_mse": best["test_mse"],
@@ -541,6 +574,7 @@ def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
         "threshold_mse": threshold,
         "fallback": not qualifying,
         "candidates": candidates,
+        "reason": None,
     }
 
 
@@ -563,11 +597,35 @@ def _fmt(value, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _flag_cell(flag) -> str:
+    if not isinstance(flag, str):
+        return "not measured"
+    return "ok" if flag == "ok" else "**" + flag.replace("FLAGGED: ", "flagged: ") + "**"
+
+
+def _verdict(rec: Mapping[str, Any]) -> str:
+    excluded = rec.get("excluded") or []
+    left_out = (f"; left out as flagged: {', '.join('`' + e['point'] + '`' for e in excluded)}"
+                if excluded else "")
+    if rec["recommended_point"] is None:
+        return f"**No recommendation**: {rec['reason']}{left_out}"
+    thr = rec["threshold_mse"]
+    verdict = (f"**Recommended T = {format_temperature(rec['recommended_temperature'])}** "
+               f"(`{rec['recommended_point']}`, test MSE {_fmt(rec['recommended_test_mse'], '.5f')}; "
+               f"coldest unflagged T = {format_temperature(rec['coldest_temperature'])} has test "
+               f"MSE {_fmt(rec['coldest_test_mse'], '.5f')}, threshold "
+               f"{rec['mse_factor']:g} × that = {_fmt(thr, '.5f')}){left_out}")
+    if rec["fallback"]:
+        verdict += "; no constant run met the threshold, so the coldest is recommended"
+    return verdict
+
+
 def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
                    ess_min: float) -> str:
     """The sweep table in Markdown, with the rule, the recommendation and notes."""
     experiment = str(frame["experiment"].iloc[0])
     header = ["point", "schedule", "final T", "test MSE", "active units", "probe acc.",
+              "T_kin/T train / ens.", "T_conf/T train / ens.", "T flag",
               "loss sd", "loss q95−q05", "R̂ max", "ESS bulk / tail min", "flags", "wall s"]
     lines = [f"# Temperature sweep: {experiment}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -582,21 +640,18 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
         cells = [f"`{r['point']}`{mark}", schedule, format_temperature(r["temperature"]),
                  _fmt(r["test_mse"], ".5f"), units,
                  "—" if acc is None else f"{100 * acc:.1f} %",
+                 f"{_fmt(r.get('T_kin/T train'), '.3g')} / {_fmt(r.get('T_kin/T ensemble'), '.3g')}",
+                 f"{_fmt(r.get('T_conf/T train'), '.3g')} / {_fmt(r.get('T_conf/T ensemble'), '.3g')}",
+                 _flag_cell(r.get("T flag")),
                  _fmt(r["loss_sd"], ".3g"), _fmt(r["loss_spread"], ".3g"),
                  _fmt(r["rhat"], ".3f"),
                  f"{_fmt(r['ess_bulk'], '.0f')} / {_fmt(r['ess_tail'], '.0f')}",
                  r["flags"] or "—", _fmt(r["wall_s"], ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
-    thr = rec["threshold_mse"]
-    verdict = (f"**Recommended T = {format_temperature(rec['recommended_temperature'])}** "
-               f"(`{rec['recommended_point']}`, test MSE {_fmt(rec['recommended_test_mse'], '.5f')}; "
-               f"coldest T = {format_temperature(rec['coldest_temperature'])} has test MSE "
-               f"{_fmt(rec['coldest_test_mse'], '.5f')}, threshold "
-               f"{rec['mse_factor']:g} × that = {_fmt(thr, '.5f')})")
-    if rec["fallback"]:
-        verdict += "; no constant run met the threshold, so the coldest is recommended"
+    verdict = _verdict(rec)
     notes = ["", f"Rule: {RULE}, with mse_factor = {rec['mse_factor']:g}. Annealed runs are shown "
-             "for comparison and do not enter the rule.", "", verdict + ".", "",
+             "for comparison and do not enter the rule, nor do points whose measured "
+             "temperature is flagged.", "", verdict + ".", "",
              "Notes:", "",
              "- test MSE, active units, probe acc.: as in Table 1 (decoder applied to the "
              "ensemble-mean code; variance of the ensemble-mean code over the test set above the "
@@ -607,6 +662,12 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
              "latents of fixed test points; ESS: the smallest bulk / tail effective sample size "
              f"of the same (ArviZ). Flags: R̂ > {rhat_max:g} (sweep.rhat_max) or ESS < "
              f"{ess_min:g} (sweep.ess_min).",
+             "- T_kin/T, T_conf/T: the temperature the ensemble reached, kinetic (Σp²/m / N_f) "
+             "and configurational (⟨|∇L|²⟩ / ⟨tr ∇²L⟩ on two held-apart batches, Hutchinson "
+             "trace), as ratios to the target, pooled over training's last tenth and over "
+             f"ensemble sampling. T flag: a chain left T_kin/T ∈ {list(KINETIC_BAND)} or "
+             f"T_conf/T ∈ {list(CONFIGURATIONAL_BAND)}; such a row describes a run at another "
+             "temperature than its label.",
              "- final T: the temperature the ensemble was sampled at (annealed runs: the end of "
              "their schedule); wall s: the point's job (training, ensemble, scoring; a job that "
              "resumed from a checkpoint counts only its own run)."]
@@ -626,7 +687,7 @@ def sweep_figure(frame: pd.DataFrame, rec: Mapping[str, Any], path: str | os.Pat
 
     const = frame[frame["kind"] == "constant"].sort_values("temperature")
     anneal = frame[frame["kind"] != "constant"]
-    fig, axes = plt.subplots(2, 3, figsize=(12.0, 6.6), layout="constrained", sharex=True)
+    fig, axes = plt.subplots(2, 4, figsize=(16.0, 6.6), layout="constrained", sharex=True)
     per_variable = [(v, _SHORT[v]) for v in CONVERGENCE_VARIABLES]
     panels = [
         ("test MSE", [("test_mse", None)], "log"),
@@ -635,7 +696,14 @@ def sweep_figure(frame: pd.DataFrame, rec: Mapping[str, Any], path: str | os.Pat
         ("ensemble loss spread", [("loss_sd", "sd"), ("loss_spread", "q95 − q05")], "log"),
         ("R̂ (max over components)", [(f"rhat_{v}", s) for v, s in per_variable], "log"),
         ("bulk ESS (min over components)", [(f"ess_bulk_{v}", s) for v, s in per_variable], "log"),
+        ("measured T / target T (kinetic)", [("T_kin/T train", "train, last tenth"),
+                                              ("T_kin/T ensemble", "ensemble")], "log"),
+        ("measured T / target T (configurational)", [("T_conf/T train", "train, last tenth"),
+                                                      ("T_conf/T ensemble", "ensemble")], "log"),
     ]
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *TEMPERATURE_COLUMNS])))
+    const = const.reindex(columns=frame.columns)
+    anneal = anneal.reindex(columns=frame.columns)
     for ax, (title, columns, yscale) in zip(axes.ravel(), panels):
         for i, (col, label) in enumerate(columns):
             color = f"C{(0, 2, 4)[i % 3]}"
@@ -648,26 +716,36 @@ def sweep_figure(frame: pd.DataFrame, rec: Mapping[str, Any], path: str | os.Pat
         values = pd.to_numeric(frame[[c for c, _ in columns]].stack(), errors="coerce")
         if yscale == "log" and (values > 0).any():
             ax.set_yscale("log")
-        ax.axvline(rec["recommended_temperature"], color="0.4", ls=":", lw=1.0)
+        if rec["recommended_temperature"] is not None:
+            ax.axvline(rec["recommended_temperature"], color="0.4", ls=":", lw=1.0)
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
     axes[1, 1].axhline(rhat_max, color="C3", lw=0.9, label=f"rhat_max = {rhat_max:g}")
     axes[1, 2].axhline(ess_min, color="C3", lw=0.9, label=f"ess_min = {ess_min:g}")
+    for ax, band in ((axes[0, 3], KINETIC_BAND), (axes[1, 3], CONFIGURATIONAL_BAND)):
+        ax.axhspan(*band, color="C2", alpha=0.15, label=f"unflagged band {list(band)}")
+        ax.axhline(1.0, color="0.3", lw=0.8)
     if _finite(frame["latent_dim"].max()) is not None:
         axes[0, 1].set_ylim(-0.5, float(frame["latent_dim"].max()) + 1.5)
     for ax in axes[1]:
         ax.set_xlabel("temperature T (annealed: final T)")
-    for ax in (axes[0, 0], axes[1, 0], axes[1, 1], axes[1, 2]):
+    for ax in (axes[0, 0], axes[1, 0], axes[1, 1], axes[1, 2], axes[0, 3], axes[1, 3]):
         ax.legend(fontsize=6.5)
     for _, r in anneal.iterrows():
         axes[0, 0].annotate(f"from {format_temperature(r['initial_temperature'])}",
                             (r["temperature"], r["test_mse"]), textcoords="offset points",
                             xytext=(7, 4), fontsize=7)
     experiment = str(frame["experiment"].iloc[0])
-    fig.suptitle(f"Temperature sweep ({experiment}): recommended T = "
+    if rec["recommended_temperature"] is None:
+        title = (f"Temperature sweep ({experiment}): no recommendation (every constant-T "
+                 "point is flagged: not at its target T)")
+    else:
+        title = (f"Temperature sweep ({experiment}): recommended T = "
                  f"{format_temperature(rec['recommended_temperature'])} (dotted line; the hottest "
-                 f"constant T with test MSE ≤ {rec['mse_factor']:g} × the coldest run's)", fontsize=11)
+                 f"unflagged constant T with test MSE ≤ {rec['mse_factor']:g} × the coldest "
+                 "unflagged run's)")
+    fig.suptitle(title, fontsize=11)
     return save_figure(fig, path, dpi)
 
 
@@ -699,9 +777,9 @@ def sweep_table_stage(row_csvs: Iterable[str | os.PathLike], settings: Mapping[s
     rhat_max, ess_min = float(settings["rhat_max"]), float(settings["ess_min"])
     frame = sweep_frame([pd.read_csv(p) for p in csvs], rhat_max, ess_min)
     rec = recommend(frame, settings["mse_factor"])
-    best = frame[frame["point"] == rec["recommended_point"]].iloc[0]
+    best = frame[frame["point"] == rec["recommended_point"]]
     rec = {"experiment": str(frame["experiment"].iloc[0]), **rec,
-           "recommended_flags": best["flags"], "rhat_max": rhat_max, "ess_min": ess_min,
+           "recommended_flags": best["flags"].iloc[0] if len(best) else None, "rhat_max": rhat_max, "ess_min": ess_min,
            "points": list(frame["point"])}
     write_csv_atomic(frame, outputs["csv"])
     write_text_atomic(outputs["md"], sweep_markdown(frame, rec, rhat_max, ess_min))
@@ -711,6 +789,12 @@ def sweep_table_stage(row_csvs: Iterable[str | os.PathLike], settings: Mapping[s
                          modules=["eae.sweep"], extra={"recommended": rec["recommended_point"]})
     record_outputs(record, [outputs[k] for k in ("csv", "md", "figure", "json")])
     log.info("sweep %s: %s", rec["experiment"], rec["rule"])
-    log.info("sweep %s: recommended %s (T = %g)", rec["experiment"], rec["recommended_point"],
-             rec["recommended_temperature"])
+    for e in rec["excluded"]:
+        log.warning("sweep %s: point %s left out of the rule: %s", rec["experiment"],
+                    e["point"], e["T flag"])
+    if rec["recommended_point"] is None:
+        log.warning("sweep %s: no recommendation: %s", rec["experiment"], rec["reason"])
+    else:
+        log.info("sweep %s: recommended %s (T = %g)", rec["experiment"], rec["recommended_point"],
+                 rec["recommended_temperature"])
     return frame, rec

@@ -65,6 +65,10 @@ class TrainSettings:
       ``temperature`` to ``final_temperature`` (None: all of training).
     runaway_factor: stop when the mean T_kin of a round exceeds this × the round's
       highest target T.
+    tconf_batch: samples in each of the two independent batches on which the
+      configurational temperature is measured once per decoder update (0: not at all);
+      see :func:`eae.temperature.split_batch_terms`.
+    tconf_probes: Hutchinson probes (Hessian-vector products) per measurement.
     rhat_max, ess_min_round: per-round convergence check of the chains' losses (C ≥ 2):
       the log warns when split-R̂ exceeds ``rhat_max`` or the bulk ESS of a round falls
       below ``ess_min_round``.
@@ -82,6 +86,8 @@ class TrainSettings:
     chains: int = 1
     anneal_updates: int | None = None
     runaway_factor: float = 100.0
+    tconf_batch: int = 128
+    tconf_probes: int = 1
     rhat_max: float = 1.01
     ess_min_round: float = 10.0
     log_every_s: float = 5.0
@@ -175,6 +181,7 @@ class EAETrainer:
         self.val = (tuple(tf.constant(np.concatenate([a] * self.chains)) for a in val_arrays)
                     if val_arrays is not None else None)
         self.steps_per_update = settings.steps_per_update(self.n_train)
+        self.full_batch = settings.batch_size >= self.n_train
         sampler_config = annealed_sampler_config(sampler_config, settings, self.steps_per_update)
         self.sampler_config = sampler_config
         self.enc_vars = list(encoder.trainable_variables)
@@ -190,6 +197,7 @@ class EAETrainer:
         self._apply = tf.function(self._apply_impl)
         self._refresh = tf.function(self._refresh_impl)
         self._val_loss = tf.function(lambda: self._chain_losses(self.val))
+        self._conf_terms = tf.function(self._conf_terms_impl)
         self._rounds_flagged = 0
         self._last_flag_warning: int | None = None  # update of the last such log warning
 
@@ -235,6 +243,29 @@ class EAETrainer:
         scale = 1.0 / tf.cast(n, tf.float32)
         return state, simmering.SimmeringInfo(*[ta.stack() for ta in infos]), [a * scale for a in acc]
 
+    def _conf_terms_impl(self, idx_a, idx_b, seed):
+        from eae.temperature import split_batch_terms
+
+        batch_a, batch_b = self._gather(idx_a), self._gather(idx_b)
+        return split_batch_terms(self.enc_vars, lambda: self._chain_losses(batch_a),
+                                 lambda: self._chain_losses(batch_b),
+                                 n_probes=self.settings.tconf_probes, seed=seed,
+                                 chains=self.chains)
+
+    def measure_configurational(self, key: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per chain [C]: unbiased estimates of |∇L|² and tr ∇²L at the current encoders
+        on two fresh disjoint batches of ``tconf_batch`` training samples drawn from
+        (seed, key); None when ``tconf_batch`` is 0. T_conf = Σ|∇L|² / Σ tr ∇²L."""
+        b = min(int(self.settings.tconf_batch), self.n_train // 2)
+        if b <= 0:
+            return None
+        idx = np.stack([np.random.default_rng([self.settings.seed, int(key), 0x7C0F, c])
+                        .choice(self.n_train, 2 * b, replace=False) for c in range(self.chains)])
+        idx = idx.astype(np.int32)
+        grad_sq, curvature = self._conf_terms(tf.constant(idx[:, :b]), tf.constant(idx[:, b:]),
+                                              tf.constant([self.settings.seed, int(key)], tf.int64))
+        return grad_sq.numpy(), curvature.numpy()
+
     def _apply_impl(self, grads):
         self.optimizer.apply_gradients(zip(grads, self.dec_vars))
 
@@ -264,12 +295,16 @@ class EAETrainer:
         t0 = time.perf_counter()
         state, info, grads = self._round(self.state, idx)
         self.check_diagnostics(info)
+        # measured at the round's last encoders, against the decoder they were sampled with
+        conf = self.measure_configurational(self.update + 1)
         self._apply(grads)
         next_idx = self.indices_for(first + self.steps_per_update, 1)[0]
         self.state = self._refresh(state, next_idx)
         self.update += 1
         losses = info.loss.numpy()  # [steps, chains]
         h = info.conserved_energy.numpy()
+        t_kin = info.kinetic_temperature.numpy().reshape(len(losses), -1)
+        target = info.temperature.numpy()
         row = {
             "update": self.update,
             "steps": int(self.state.step),
@@ -278,11 +313,15 @@ class EAETrainer:
             "loss_max": float(losses.max()),
             **{f"loss_q{int(q * 100):02d}": float(np.quantile(losses, q)) for q in LOSS_QUANTILES},
             "temperature": float(info.temperature.numpy()[-1]),
-            "kinetic_temperature": float(info.kinetic_temperature.numpy().mean()),
+            "kinetic_temperature": float(t_kin.mean()),
             # ratio of means over the round's steps and chains
-            "kinetic_over_target": float(info.kinetic_temperature.numpy().mean()
-                                         / info.temperature.numpy().mean()),
-            "conserved_energy_drift": float(np.mean(h[-1] - h[0])),
+            "kinetic_over_target": float(t_kin.mean() / target.mean()),
+            **{f"kinetic_over_target_c{c}": float(t_kin[:, c].mean() / target.mean())
+               for c in range(t_kin.shape[1])},
+            **_conf_columns(conf, float(target[-1])),
+            # H' is conserved only with exact (full-batch) gradients; see eae.sampler
+            "conserved_energy_drift": (float(np.mean(h[-1] - h[0])) if self.full_batch
+                                       else float("nan")),
             "xi1": float(np.mean(info.xi1.numpy()[-1])),
             "round_seconds": time.perf_counter() - t0,
         }
@@ -345,15 +384,28 @@ class EAETrainer:
         if last is not None and self.update - last < every:
             return
         self._last_hot_warning = self.update
+        from eae.temperature import remedy
+
         cfg = self.sampler_config
-        if cfg.thermostat == "nhc" and cfg.chain_length > 1:
-            cause = ("a Nosé–Hoover chain cannot absorb mini-batch gradient noise; use "
-                     "sampler.thermostat: adaptive (or a larger train.batch_size)")
-        else:
-            cause = ("the gradient noise is too strong for this dt at this T; reduce "
-                     "sampler.dt or increase train.batch_size")
+        cause = remedy(cfg.thermostat, cfg.chain_length)
         logger.warning("%s: the ensemble runs at T_kin = %.3g × T (target %.3g): %s",
                        where, ratio, float(cfg.temperature), cause)
+
+    def _report_temperatures(self, history: pd.DataFrame) -> None:
+        """Log the temperatures training's last tenth reached; a warning with the likely
+        cause and remedy when they leave the bands of :mod:`eae.temperature`."""
+        from eae.temperature import remedy, training_temperatures
+
+        if history.empty:
+            return
+        check = training_temperatures(history)
+        logger.info("training's last tenth: T_kin/T %.3f, T_conf/T %.3g", check.kinetic,
+                    check.configurational)
+        if check.flagged:
+            cfg = self.sampler_config
+            logger.warning("training ended away from its target T: %s; likely cause: %s",
+                           "; ".join(check.reasons),
+                           remedy(cfg.thermostat, cfg.chain_length, check))
 
     # -- checkpoints ----------------------------------------------------------
     def checkpoint_arrays(self) -> dict[str, np.ndarray]:
@@ -436,6 +488,7 @@ class EAETrainer:
             logger.warning("%d of %d decoder updates in this run ended with unconverged chains "
                            "(R̂ or ESS of the round's losses, columns rhat_loss/ess_bulk_loss "
                            "of history.csv)", self._rounds_flagged, done_now)
+        self._report_temperatures(history)
         if hist_path.parent != out:
             write_csv_atomic(history, out / "history.csv")
         return history
@@ -467,9 +520,24 @@ def config_fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _conf_columns(conf, temperature: float) -> dict:
+    """History columns of one T_conf measurement: per chain |∇L|²/T and tr ∇²L (so that
+    windows pool as a ratio of sums), and the round's pooled T_conf/T."""
+    if conf is None:
+        return {}
+    grad_sq, curvature = conf
+    cols = {"configurational_over_target": float(grad_sq.sum() / curvature.sum() / temperature)}
+    for c, (g, k) in enumerate(zip(grad_sq, curvature)):
+        cols[f"grad_sq_over_T_c{c}"] = float(g / temperature)
+        cols[f"curvature_c{c}"] = float(k)
+    return cols
+
+
 def _summary(row: dict) -> str:
     text = (f"loss {row['loss_mean']:.4g} [{row['loss_min']:.4g}, {row['loss_max']:.4g}] "
             f"T_kin/T {row['kinetic_temperature'] / row['temperature']:.3f}")
+    if "configurational_over_target" in row:
+        text += f" T_conf/T {row['configurational_over_target']:.3g}"
     if "val_loss" in row:
         text += f" val {row['val_loss']:.4g}"
     return text

@@ -84,3 +84,36 @@ def test_member_view_is_lazy_and_equals_stacking(tmp_path, monkeypatch):
     np.testing.assert_array_equal(view["loss"].values, expected["loss"].values)
     assert list(view["chain"].values) == [0] * 5 + [1] * 5 + [2] * 5
     assert 0 < max(reads) <= 3 * 7 * 2  # the three members, not the 15
+
+
+def test_store_carries_the_measured_temperatures_of_training_and_sampling(tmp_path):
+    import pandas as pd
+
+    from eae.temperature import TEMPERATURE_COLUMNS, ensemble_temperatures, store_temperature_columns
+
+    trainer = make_trainer()
+    history = trainer.fit(tmp_path / "model", tmp_path / "ckpt")
+    assert {"grad_sq_over_T_c0", "curvature_c0", "kinetic_over_target_c0",
+            "configurational_over_target"} <= set(history.columns)
+    assert np.isfinite(history["configurational_over_target"]).all()
+    assert history["conserved_energy_drift"].isna().all()  # mini-batches: H' not conserved
+    steps_before = int(trainer.state.step)
+    path = sample_ensemble(trainer, record_for(trainer), tmp_path / "ens.zarr", n_members=6,
+                           history=tmp_path / "model" / "history.csv", burn_in=7)
+    assert int(trainer.state.step) == steps_before + 7 + 6  # burn-in steps are not recorded
+    store = open_zarr(path)
+    assert store.attrs["burn_in"] == 7 and store.sizes["draw"] == 6
+    assert store["grad_sq"].dims == ("chain", "draw") and (store["curvature"].values != 0).all()
+    attrs = store.attrs
+    check = ensemble_temperatures(store)  # recomputed from the stored draws
+    assert attrs["ensemble_kinetic_over_target"] == pytest.approx(check.kinetic)
+    assert attrs["ensemble_configurational_over_target"] == pytest.approx(check.configurational)
+    assert attrs["ensemble_temperature_flags"] == list(check.reasons)
+    from eae.temperature import training_temperatures
+
+    train = training_temperatures(pd.read_csv(tmp_path / "model" / "history.csv"))
+    assert attrs["train_kinetic_over_target"] == pytest.approx(train.kinetic)
+    cols = store_temperature_columns(attrs)
+    assert list(cols) == TEMPERATURE_COLUMNS
+    assert cols["T flag"] == ("ok" if not (check.flagged or train.flagged) else cols["T flag"])
+    assert cols["T flag"].startswith("FLAGGED") == (check.flagged or train.flagged)

@@ -157,6 +157,26 @@ def test_rule_falls_back_to_the_coldest():
                                           "test_mse": 1.0}]), 1.5)
 
 
+def test_rule_leaves_out_points_not_at_their_temperature():
+    flagged = "FLAGGED: train"
+    frame = table([0.25, 0.3, 0.375, 0.5]).assign(**{"T flag": "ok"})
+    frame.loc[frame["point"] == "T1e-09", "T flag"] = flagged  # the coldest: a noise-heated run
+    rec = sweep.recommend(frame, 1.5)
+    # the reference is now the coldest unflagged run, 0.3 -> threshold 0.45
+    assert rec["coldest_point"] == "T1e-08" and rec["threshold_mse"] == pytest.approx(0.45)
+    assert rec["recommended_point"] == "T1e-07"
+    assert rec["excluded"] == [{"point": "T1e-09", "temperature": 1e-9, "T flag": flagged}]
+    assert "T1e-09" not in [c["point"] for c in rec["candidates"]]
+    frame.loc[frame["point"] == "T1e-07", "T flag"] = flagged  # the winner is flagged too
+    assert sweep.recommend(frame, 1.5)["recommended_point"] == "T1e-08"
+    # every point flagged: nothing is recommended, and the reason says why
+    rec = sweep.recommend(frame.assign(**{"T flag": flagged}), 1.5)
+    assert rec["recommended_point"] is None and rec["recommended_temperature"] is None
+    assert "flagged" in rec["reason"] and len(rec["excluded"]) == 4
+    # tables from before the measurement (no column, or NaN) are not flagged
+    assert sweep.recommend(table([0.25, 0.3]), 1.5)["excluded"] == []
+
+
 def test_convergence_flags():
     row = {"rhat_loss": 1.01, "ess_bulk_loss": 80.0, "ess_tail_loss": 30.0,
            "rhat_latent": 1.3, "ess_bulk_latent": math.nan, "ess_tail_latent": 90.0}
@@ -222,8 +242,10 @@ def test_point_stage_writes_a_row_with_finite_numbers(tiny_point):
     assert row["n_test"] == 24 and row["latent_dim"] == 3
     for col in ("test_mse", "loss_mean", "loss_sd", "loss_spread", "rhat", "ess_bulk", "ess_tail",
                 "rhat_loss", "ess_bulk_kinetic_temperature", "rhat_latent", "probe_accuracy",
-                "tkin_ratio", "wall_s", "train_s"):
+                "tkin_ratio", "wall_s", "train_s", "T_kin/T train", "T_conf/T train",
+                "T_kin/T ensemble", "T_conf/T ensemble"):
         assert np.isfinite(row[col]), col
+    assert row["T flag"] == "ok" or row["T flag"].startswith("FLAGGED: ")
     assert 0 < row["test_mse"] < 1
     assert 0 <= row["active_units"] <= 3
     assert 0 <= row["probe_accuracy"] <= 1
@@ -273,8 +295,12 @@ def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
                       initial_temperature=1e-7, test_mse=0.029)
     hot = row.assign(point="T1e-06", kind="constant", schedule="constant", temperature=1e-6,
                      initial_temperature=1e-6, test_mse=0.031)
+    cold, warm, hot = (f.assign(**{"T flag": "ok"}) for f in (cold, warm, hot))
+    # the coldest and best-scoring point ran hot: it must not set the threshold
+    noisy = cold.assign(point="T1e-09", temperature=1e-9, initial_temperature=1e-9,
+                        test_mse=0.001, **{"T flag": "FLAGGED: train, ensemble"})
     csvs = []
-    for frame in (hot, cold, row, warm):
+    for frame in (hot, cold, row, warm, noisy):
         path = tmp_path / "rows" / f"{frame['point'].iloc[0]}.csv"
         path.parent.mkdir(exist_ok=True)
         frame.to_csv(path, index=False)
@@ -285,8 +311,10 @@ def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
            "json": tmp_path / "results" / "sweep" / "mnist" / "recommended.json"}
     frame, rec = sweep.sweep_table_stage(csvs, {"mse_factor": 1.5, "rhat_max": 1.05, "ess_min": 0,
                                                 "dpi": 40}, out)
-    assert list(frame["point"]) == ["T1e-08", "T1e-07", "T1e-06", "anneal_1e-06_1e-08_geometric"]
+    assert list(frame["point"]) == ["T1e-09", "T1e-08", "T1e-07", "T1e-06",
+                                    "anneal_1e-06_1e-08_geometric"]
     assert rec["recommended_point"] == "T1e-07"  # 0.029 <= 0.03 < 0.031
+    assert [e["point"] for e in rec["excluded"]] == ["T1e-09"]
     saved = json.loads(out["json"].read_text())
     assert saved["recommended_temperature"] == 1e-7 and saved["threshold_mse"] == pytest.approx(0.03)
     assert saved["rule"] == sweep.RULE and saved["mse_factor"] == 1.5
@@ -295,9 +323,18 @@ def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
     md = out["md"].read_text()
     assert "Recommended T = 1e-07" in md and "mse_factor = 1.5" in md
     assert "`T1e-07` **(recommended)**" in md
+    assert "left out as flagged: `T1e-09`" in md and "**flagged: train, ensemble**" in md
     assert pd.read_csv(out["csv"])["point"].tolist() == list(frame["point"])
     assert out["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "provenance" / "sweep" / "mnist" / "recommended.json.json").is_file()
+    # all flagged: the stage still writes its outputs, recommending nothing
+    for path in csvs:
+        pd.read_csv(path).assign(**{"T flag": "FLAGGED: ensemble"}).to_csv(path, index=False)
+    frame, rec = sweep.sweep_table_stage(csvs, {"mse_factor": 1.5, "rhat_max": 1.05, "ess_min": 0,
+                                                "dpi": 40}, out)
+    assert rec["recommended_point"] is None
+    assert "**No recommendation**: every constant-temperature point is flagged" in out["md"].read_text()
+    assert json.loads(out["json"].read_text())["recommended_point"] is None
 
 
 # --------------------------------------------------------------------------- workflow

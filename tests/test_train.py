@@ -18,13 +18,14 @@ from eae.train import EAETrainer, TrainingDiverged, TrainSettings, batch_indices
 DATA = np.random.default_rng(0).uniform(size=(400, 16)).astype("float32")
 
 
-def make_trainer(updates=4, steps=10, temperature=1e-6, dt=0.2, **settings):
+def make_trainer(updates=4, steps=10, temperature=1e-6, dt=0.2, batch_size=32, **settings):
     encoder = mlp_encoder(16, (32,), 4, seed=0)
     decoder = mlp_decoder(4, (32,), 16, seed=1)
     return EAETrainer(
         encoder, decoder, [DATA],
         SimmeringConfig(temperature=temperature, dt=dt, chain_length=5, sy_order=1),
-        TrainSettings(decoder_updates=updates, encoder_steps=steps, batch_size=32, **settings),
+        TrainSettings(decoder_updates=updates, encoder_steps=steps, batch_size=batch_size,
+                      **settings),
         val_arrays=[DATA[:50]],
     )
 
@@ -175,3 +176,11 @@ def test_hot_rounds_are_logged_with_their_likely_cause(caplog):
     with caplog.at_level(logging.WARNING, logger="eae"):
         trainer._warn_if_hot(2.5, "decoder update 6")
     assert "reduce sampler.dt" in caplog.text
+
+
+def test_conserved_energy_drift_is_reported_only_with_exact_gradients(tmp_path):
+    # H' is conserved only when every step sees the whole training set
+    full = make_trainer(updates=2, steps=5, batch_size=len(DATA)).fit(tmp_path / "a", tmp_path / "ca")
+    assert np.isfinite(full["conserved_energy_drift"]).all()
+    mini = make_trainer(updates=2, steps=5).fit(tmp_path / "b", tmp_path / "cb")
+    assert mini["conserved_energy_drift"].isna().all()
