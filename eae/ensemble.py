@@ -46,6 +46,7 @@ def sample_ensemble(
     log_every_s: float = 5.0,
     history=None,
     burn_in: int = 0,
+    tconf_draws: int = 100,
 ):
     """Draw ``n_members`` encoder samples with the decoder frozen and stream them.
 
@@ -59,7 +60,10 @@ def sample_ensemble(
     ``provenance`` may be a callable, evaluated at the end (so its finish time is the
     store's). ``history``: training's history.csv (path or DataFrame); the store's attrs
     then carry training's measured temperatures (``train_…``) beside the draws'
-    (``ensemble_…``, :mod:`eae.temperature`). Use :func:`eae.io.member_view` to read the members as one ``member`` axis.
+    (``ensemble_…``, :mod:`eae.temperature`). T_conf costs about three gradients per
+    measurement, so it is measured on ``tconf_draws`` evenly spaced draws per chain (all
+    draws when there are fewer; 0: none); ``grad_sq`` and ``curvature`` are NaN on the
+    other draws, and the pooled T_conf is taken over the measured ones. Use :func:`eae.io.member_view` to read the members as one ``member`` axis.
     """
     if trainer.state is None:
         trainer.initialize()
@@ -76,6 +80,7 @@ def sample_ensemble(
                         logger, log_every_s)
     step = int(trainer.state.step)
     target = float(simmering.temperature_at(trainer.sampler_config, trainer.state.step))
+    measured = measured_draws(n_draws, tconf_draws)
     try:
         step = _burn_in(trainer, step, int(burn_in), logger, log_every_s)
         for draw in range(n_draws):
@@ -90,9 +95,11 @@ def sample_ensemble(
                 sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64).sum(axis=0)
             values["loss"] = ((), np.asarray(info.loss.numpy()[-1]))
             values["kinetic_temperature"] = ((), np.asarray(info.kinetic_temperature.numpy()[-1]))
-            conf = trainer.measure_configurational(_CONF_KEY + step)
+            conf = trainer.measure_configurational(_CONF_KEY + step) if draw in measured else None
             if conf is not None:
                 values["grad_sq"], values["curvature"] = ((), conf[0]), ((), conf[1])
+            elif measured and trainer.settings.tconf_batch:
+                values["grad_sq"] = values["curvature"] = ((), np.full(chains, np.nan))
             buffer.append(values)
             if len(buffer) == chunk_draws or draw == n_draws - 1:
                 writer.append(_stack(buffer, draw + 1 - len(buffer)))
@@ -102,7 +109,8 @@ def sample_ensemble(
         means = xr.Dataset({f"{name}_mean": (dims[name], (sums[name] / total).astype(np.float32))
                             for name in mean_of})
         attrs = {"n_members": total, "chains": chains, "draws": n_draws, "thin": thin,
-                 "burn_in": int(burn_in), "temperature": target}
+                 "burn_in": int(burn_in), "temperature": target,
+                 "tconf_draws": len(measured) if trainer.settings.tconf_batch else 0}
         attrs.update(_temperature_attrs(writer, target, trainer.sampler_config))
         if history is not None:
             attrs.update(_training_attrs(history))
@@ -111,6 +119,23 @@ def sample_ensemble(
     except BaseException:
         writer.abort()
         raise
+
+
+def measured_draws(n_draws: int, tconf_draws: int) -> frozenset[int]:
+    """The draws (of ``n_draws`` per chain) on which T_conf is measured: ``tconf_draws``
+    evenly spaced ones, the last draw included (all when there are fewer; none for 0)."""
+    if tconf_draws <= 0:
+        return frozenset()
+    if tconf_draws >= n_draws:
+        return frozenset(range(n_draws))
+    return frozenset(np.unique(np.round(np.linspace(n_draws - 1, 0, tconf_draws,
+                                                    endpoint=False))).astype(int).tolist())
+
+
+def sampling_options(ens) -> dict:
+    """The keyword settings of :func:`sample_ensemble` that an experiment's ``ensemble``
+    config block holds beside members / thin / chunk_members."""
+    return {"burn_in": int(ens.get("burn_in", 0)), "tconf_draws": int(ens.get("tconf_draws", 100))}
 
 
 def _burn_in(trainer: EAETrainer, step: int, n_steps: int, log, log_every_s: float) -> int:
@@ -201,4 +226,4 @@ def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
                            chunk_members=ens["chunk_members"], mean_of=("latent",),
                            static=static, provenance=provenance,
                            history=Path(train_dir) / "history.csv",
-                           burn_in=ens.get("burn_in", 0))
+                           **sampling_options(ens))

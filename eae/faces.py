@@ -565,7 +565,7 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
     ``store_index`` / ``source_index`` of the face."""
     from eae.runtime import tf
 
-    from eae.ensemble import sample_ensemble
+    from eae.ensemble import sample_ensemble, sampling_options
     from eae.train import TrainingDiverged
 
     started = now_iso()
@@ -610,7 +610,7 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
                            chunk_members=ens["chunk_members"], mean_of=("latent",),
                            static=static, provenance=provenance,
                            history=Path(model_dir) / "history.csv",
-                           burn_in=ens.get("burn_in", 0))
+                           **sampling_options(ens))
 
 
 # --------------------------------------------------------------------------- metrics

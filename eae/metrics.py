@@ -656,10 +656,11 @@ def model_metrics(dataset: str, results_dir: str | os.PathLike = "results",
         rows.append(pca_reference(x_train, x_test, latent, labels, cfg))
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", dataset)
-    for col in COLUMNS:
+    # the EAE row carries its store's measured temperatures; the other models have none
+    for col in COLUMNS + TEMPERATURE_COLUMNS:
         if col not in frame:
             frame[col] = np.nan
-    return frame[COLUMNS]
+    return frame[COLUMNS + TEMPERATURE_COLUMNS]
 
 
 def _input_list(p: Mapping[str, Path], cfg: Mapping[str, Any]) -> list[Path]:

@@ -316,7 +316,7 @@ def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
     """
     import xarray as xr
 
-    from eae.ensemble import sample_ensemble
+    from eae.ensemble import sample_ensemble, sampling_options
     from eae.provenance import make_record, now_iso
 
     started = now_iso()
@@ -353,7 +353,7 @@ def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
                            chunk_members=int(ens.get("chunk_members", 500)),
                            mean_of=("coefficients", "latent_code"), static=static,
                            provenance=provenance, history=Path(train_dir) / "history.csv",
-                           burn_in=int(ens.get("burn_in", 0)))
+                           **sampling_options(ens))
 
 
 # -- synthetic data (tests, CI) ------------------------------------------------------------

@@ -260,6 +260,9 @@ def remedy(thermostat: str, chain_length: int, check: TemperatureCheck | None = 
                 "more encoder steps per decoder update (train.encoder_steps), a larger "
                 "sampler.langevin_friction, or a smaller train.learning_rate (the decoder "
                 "moves the landscape away from the ensemble)")
+    if check is not None and not kin_out:
+        return ("the encoders' configuration sits colder than T (T_conf low, T_kin at T): "
+                "sampling has not yet spread it to T (more steps: ensemble.burn_in, "
+                "train.encoder_steps) or sampler.dt is too large for the curvature (reduce it)")
     return ("the gradient noise is too strong for this dt at this T (T_kin off): reduce "
-            "sampler.dt or increase train.batch_size; T_conf low with T_kin at T: dt too "
-            "large for the curvature, reduce sampler.dt")
+            "sampler.dt or increase train.batch_size")

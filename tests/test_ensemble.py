@@ -117,3 +117,34 @@ def test_store_carries_the_measured_temperatures_of_training_and_sampling(tmp_pa
     assert list(cols) == TEMPERATURE_COLUMNS
     assert cols["T flag"] == ("ok" if not (check.flagged or train.flagged) else cols["T flag"])
     assert cols["T flag"].startswith("FLAGGED") == (check.flagged or train.flagged)
+
+
+def test_measured_draws_are_evenly_spaced_and_end_at_the_last():
+    from eae.ensemble import measured_draws
+
+    assert measured_draws(10, 3) == {3, 6, 9}
+    assert measured_draws(5, 100) == set(range(5)) and measured_draws(5, 0) == set()
+    assert len(measured_draws(2000, 100)) == 100 and 1999 in measured_draws(2000, 100)
+
+
+def test_configurational_temperature_is_measured_on_a_subsample_of_draws(tmp_path):
+    from eae.temperature import ensemble_temperatures
+
+    trainer = make_trainer()
+    trainer.initialize()
+    calls = []
+    measure = trainer.measure_configurational
+    trainer.measure_configurational = lambda key: calls.append(key) or measure(key)
+    store = open_zarr(sample_ensemble(trainer, record_for(trainer), tmp_path / "ens.zarr",
+                                      n_members=8, tconf_draws=3))
+    assert len(calls) == 3 and store.attrs["tconf_draws"] == 3
+    g = store["grad_sq"].values
+    assert np.isfinite(g[:, [2, 5, 7]]).all() and np.isnan(np.delete(g, [2, 5, 7], axis=1)).all()
+    check = ensemble_temperatures(store)  # pooled over the measured draws only
+    t = store.attrs["temperature"]
+    expect = g[:, [2, 5, 7]].sum() / t / store["curvature"].values[:, [2, 5, 7]].sum()
+    assert check.configurational == pytest.approx(expect)
+    assert store.attrs["ensemble_configurational_over_target"] == pytest.approx(expect)
+    none = open_zarr(sample_ensemble(trainer, record_for(trainer), tmp_path / "none.zarr",
+                                     n_members=4, tconf_draws=0))
+    assert "grad_sq" not in none and np.isnan(none.attrs["ensemble_configurational_over_target"])

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from eae import metrics  # noqa: E402
+from eae.temperature import TEMPERATURE_COLUMNS, TemperatureCheck  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 4, "decoder_hidden": [8]}
@@ -45,6 +46,14 @@ def fake_ensemble_latent(labels: np.ndarray, n_members: int = N_MEMBERS, seed: i
     return z
 
 
+#: measured temperatures as eae.ensemble writes them (training's last tenth hot on T_conf)
+FAKE_TEMPERATURE_ATTRS = {
+    **TemperatureCheck(1.01, 40.0, (1.0, 1.02), (30.0, 50.0),
+                       ("T_conf/T outside [0.75, 1.33] in chain(s) [0, 1]: 30, 50",)).as_attrs("train_"),
+    **TemperatureCheck(0.99, 1.1, (0.98, 1.0), (1.0, 1.2), ()).as_attrs("ensemble_"),
+}
+
+
 def write_fake_ensemble(path: Path, z: np.ndarray, labels: np.ndarray | None, chunk: int = 3) -> None:
     """An ensemble store laid out like eae.ensemble.sample_ensemble's: streamed in member
     chunks through ZarrStreamWriter, latent (member, sample, unit), latent_mean added at
@@ -63,7 +72,7 @@ def write_fake_ensemble(path: Path, z: np.ndarray, labels: np.ndarray | None, ch
              "kinetic_temperature": (("member",), np.full(len(part), 1e-3))},
             coords={"member": np.arange(start, start + len(part))}))
     mean = xr.Dataset({"latent_mean": (("sample", "unit"), z.astype(np.float64).mean(0).astype(np.float32))})
-    writer.close(extra=mean, attrs={"n_members": n_members, "thin": 1})
+    writer.close(extra=mean, attrs={"n_members": n_members, "thin": 1, **FAKE_TEMPERATURE_ATTRS})
 
 
 def build_fake_results(root: Path, labelled: bool = True, dataset: str = "mnist", seed: int = 0) -> dict:
@@ -247,9 +256,16 @@ def test_model_metrics_on_fake_results(fake):
 
     frame = metrics.model_metrics("mnist", fake["results"], SMALL_CFG)
     assert list(frame["model"]) == ["eae", "vae", "ae", "pca"]
-    assert list(frame.columns) == metrics.COLUMNS
+    assert list(frame.columns) == metrics.COLUMNS + TEMPERATURE_COLUMNS
     rows = frame.set_index("model")
     eae = rows.loc["eae"]
+    # the store's measured temperatures reach the EAE row, flagged; baselines have none
+    assert eae["T_conf/T train"] == 40.0 and eae["T_kin/T ensemble"] == 0.99
+    assert eae["T flag"] == "FLAGGED: train"
+    assert rows.loc[["vae", "ae", "pca"], "T_kin/T train"].isna().all()
+    md = metrics.table1_markdown(metrics.table1([frame]), [frame])
+    assert "MNIST EAE temperature (measured, ratio to the target T): T_kin/T train 1.01, T_conf/T train 40" in md
+    assert "**FLAGGED: train**" in md
     assert eae["active_units"] == 2 and eae["active_units_all_samples"] == 3
     assert eae["active_units_member_mean"] == 2.0 and eae["n_members"] == N_MEMBERS
     assert eae["probe_accuracy"] == 1.0  # dim 0 encodes the class

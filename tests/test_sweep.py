@@ -87,7 +87,7 @@ def test_point_config_merges_over_the_experiment():
     assert const["train"]["decoder_updates"] == 5 and const["train"]["chains"] == 3
     # null overrides keep the experiment's value
     assert const["train"]["encoder_steps"] == 7 and const["train"]["batch_size"] == 16
-    assert const["ensemble"] == {"members": 12, "thin": 2, "chunk_members": 11}
+    assert const["ensemble"] == {"members": 12, "thin": 2, "chunk_members": 11, "burn_in": 0, "tconf_draws": 100}
 
     ann = sweep.point_config(eae, cfg, "anneal_1e-06_1e-08_linear")
     assert ann["sampler"]["temperature"] == 1e-6

@@ -88,3 +88,17 @@ def test_training_temperatures_pool_the_last_tenth_of_the_history():
                          "curvature_c0": np.full(n, 2.0)})
     check = training_temperatures(hist)
     assert check.kinetic == 1.0 and check.configurational == 1.0 and not check.flagged
+
+
+def test_remedy_names_the_temperature_that_is_out():
+    from eae.temperature import TemperatureCheck, remedy
+
+    def check(kin, conf):
+        return TemperatureCheck(kin, conf, (kin,), (conf,), ("out",))
+
+    assert "thermostat: adaptive" in remedy("nhc", 30, check(3.9, 4.0))
+    assert "T_conf high" in remedy("adaptive", 1, check(1.0, 500.0))
+    low = remedy("adaptive", 1, check(1.0, 0.4))
+    assert "T_conf low" in low and "burn_in" in low and "T_kin off" not in low
+    hot = remedy("adaptive", 1, check(1.5, 1.0))
+    assert "T_kin off" in hot and "batch_size" in hot and "T_conf" not in hot
