@@ -29,7 +29,7 @@ faces: {enabled: false}
 sweep: {enabled: false}
 mnist:
   eae:
-    train: {decoder_updates: 40, encoder_steps: 10}
+    train: {decoder_updates: 10, encoder_steps: 10}
 """
 TARGETS = ["results/tables/table1.csv", "results/tables/table1.md"]
 TABLES = ["tables/table1.csv", "tables/table1.md", "mnist/metrics.csv"]
