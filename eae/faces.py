@@ -54,7 +54,7 @@ from eae.data import SPLIT_CODES, SPLITS, DataError, random_split
 from eae.io import ZarrStreamWriter, write_csv_atomic
 from eae.progress import Progress
 from eae.temperature import store_temperature_columns
-from eae.provenance import make_record, now_iso, record_outputs, sha256_path
+from eae.provenance import make_record, now_iso, record_outputs
 
 log = logging.getLogger("eae")
 
@@ -540,7 +540,7 @@ def train_faces_stage(run_cfg: Mapping[str, Any], data_path, out_dir, checkpoint
     """Stage ``train_faces_eae``: train one temperature's EAE (resuming from
     ``checkpoint_dir``) and save encoder.keras, decoder.keras, final_state.npz and
     history.csv (per decoder update: member-loss mean, min, max and quantiles)."""
-    from eae.train import config_fingerprint
+    from eae.train import stage_fingerprint
 
     started = now_iso()
     run_cfg = dict(run_cfg)
@@ -548,7 +548,7 @@ def train_faces_stage(run_cfg: Mapping[str, Any], data_path, out_dir, checkpoint
     log.info("faces EAE T = %g: %d training images %s, %d encoder steps per decoder update, "
              "N_f = %d", run_cfg["temperature"], trainer.n_train, tuple(trainer.train[0].shape[1:]),
              trainer.steps_per_update, trainer.sampler.n_dof)
-    fingerprint = config_fingerprint(run_cfg, sha256_path(data_path))
+    fingerprint = stage_fingerprint(run_cfg, data_path, "eae.faces")
     history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
     trainer.save_models(out_dir)
     record = make_record("train_faces_eae", config=run_cfg,

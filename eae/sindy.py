@@ -242,14 +242,14 @@ def train_sindy_stage(cfg: Mapping, data_path, out_dir, checkpoint_dir=None,
     ``stop_after`` ends the call after that many decoder updates (tests). Returns the
     history DataFrame.
     """
-    from eae.provenance import make_record, now_iso, record_outputs, sha256_path
-    from eae.train import config_fingerprint
+    from eae.provenance import make_record, now_iso, record_outputs
+    from eae.train import stage_fingerprint
 
     started = now_iso()
     out = Path(out_dir)
     trainer, splits = rd_trainer(cfg, data_path)
     train_cfg = {k: cfg[k] for k in TRAIN_SECTIONS}
-    fingerprint = config_fingerprint(train_cfg, sha256_path(data_path))
+    fingerprint = stage_fingerprint(train_cfg, data_path, "eae.sindy")
     logger.info("SINDy-EAE: %d training snapshots of %d pixels, %d encoder steps per decoder "
                 "update, N_f = %d", trainer.n_train, splits["train"]["x"].shape[1],
                 trainer.steps_per_update, trainer.sampler.n_dof)

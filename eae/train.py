@@ -520,6 +520,16 @@ def config_fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def stage_fingerprint(settings, data_path, module: str) -> str:
+    """The checkpoint fingerprint of a training stage: its settings, its data store's
+    checksum and the source of the code it runs (``module``'s import closure in eae). A
+    code change makes Snakemake rerun the job; without the source here that job would
+    resume the old run's finished checkpoint and write the old model under new code."""
+    from eae.provenance import sha256_path, source_hash
+
+    return config_fingerprint(settings, sha256_path(data_path), source_hash([module]))
+
+
 def _conf_columns(conf, temperature: float) -> dict:
     """History columns of one T_conf measurement: per chain |∇L|²/T and tr ∇²L (so that
     windows pool as a ratio of sums), and the round's pooled T_conf/T."""
@@ -580,9 +590,7 @@ def train_images_stage(cfg: dict, data_path, out_dir, checkpoint_dir=None) -> pd
     trainer, _ = image_trainer(cfg, data_path)
     logger.info("EAE: %d training samples, %d encoder steps per decoder update, N_f = %d",
                 trainer.n_train, trainer.steps_per_update, trainer.sampler.n_dof)
-    from eae.provenance import sha256_path
-
-    fingerprint = config_fingerprint(cfg, sha256_path(data_path))
+    fingerprint = stage_fingerprint(cfg, data_path, "eae.train")
     history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
     trainer.save_models(out_dir)
     record = make_record("train_eae", config=cfg, seeds={"train": cfg["train"]["seed"]},

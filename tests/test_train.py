@@ -184,3 +184,21 @@ def test_conserved_energy_drift_is_reported_only_with_exact_gradients(tmp_path):
     assert np.isfinite(full["conserved_energy_drift"]).all()
     mini = make_trainer(updates=2, steps=5).fit(tmp_path / "b", tmp_path / "cb")
     assert mini["conserved_energy_drift"].isna().all()
+
+
+def test_stage_fingerprint_changes_with_settings_data_and_code(tmp_path, monkeypatch):
+    import eae.provenance
+    from eae.train import stage_fingerprint
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"abc")
+    first = stage_fingerprint({"x": 1}, data, "eae.train")
+    assert stage_fingerprint({"x": 1}, data, "eae.train") == first
+    assert stage_fingerprint({"x": 2}, data, "eae.train") != first
+    assert stage_fingerprint({"x": 1}, data, "eae.sindy") != first  # other code closure
+    data.write_bytes(b"abd")
+    assert stage_fingerprint({"x": 1}, data, "eae.train") != first
+    data.write_bytes(b"abc")
+    # an edited sampler (any file the stage's module imports) must not resume old runs
+    monkeypatch.setattr(eae.provenance, "source_hash", lambda modules=None: "edited")
+    assert stage_fingerprint({"x": 1}, data, "eae.train") != first
