@@ -33,6 +33,10 @@ def draws_per_chain(n_members: int, chains: int) -> int:
     return max(1, -(-int(n_members) // int(chains)))
 
 
+#: default draws per chain with a T_conf measurement (schema: ensemble.tconf_draws)
+TCONF_DRAWS = 100
+
+
 def sample_ensemble(
     trainer: EAETrainer,
     record: Record,
@@ -46,7 +50,7 @@ def sample_ensemble(
     log_every_s: float = 5.0,
     history=None,
     burn_in: int = 0,
-    tconf_draws: int = 100,
+    tconf_draws: int = TCONF_DRAWS,
 ):
     """Draw ``n_members`` encoder samples with the decoder frozen and stream them.
 
@@ -80,7 +84,8 @@ def sample_ensemble(
                         logger, log_every_s)
     step = int(trainer.state.step)
     target = float(simmering.temperature_at(trainer.sampler_config, trainer.state.step))
-    measured = measured_draws(n_draws, tconf_draws)
+    # T_conf is measured only where the trainer measures it at all (tconf_batch > 0)
+    measured = measured_draws(n_draws, tconf_draws if trainer.settings.tconf_batch else 0)
     try:
         step = _burn_in(trainer, step, int(burn_in), logger, log_every_s)
         for draw in range(n_draws):
@@ -95,11 +100,10 @@ def sample_ensemble(
                 sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64).sum(axis=0)
             values["loss"] = ((), np.asarray(info.loss.numpy()[-1]))
             values["kinetic_temperature"] = ((), np.asarray(info.kinetic_temperature.numpy()[-1]))
-            conf = trainer.measure_configurational(_CONF_KEY + step) if draw in measured else None
-            if conf is not None:
+            if measured:
+                conf = (trainer.measure_configurational(_CONF_KEY + step) if draw in measured
+                        else (np.full(chains, np.nan),) * 2)
                 values["grad_sq"], values["curvature"] = ((), conf[0]), ((), conf[1])
-            elif measured and trainer.settings.tconf_batch:
-                values["grad_sq"] = values["curvature"] = ((), np.full(chains, np.nan))
             buffer.append(values)
             if len(buffer) == chunk_draws or draw == n_draws - 1:
                 writer.append(_stack(buffer, draw + 1 - len(buffer)))
@@ -110,7 +114,7 @@ def sample_ensemble(
                             for name in mean_of})
         attrs = {"n_members": total, "chains": chains, "draws": n_draws, "thin": thin,
                  "burn_in": int(burn_in), "temperature": target,
-                 "tconf_draws": len(measured) if trainer.settings.tconf_batch else 0}
+                 "tconf_draws": len(measured)}
         attrs.update(_temperature_attrs(writer, target, trainer.sampler_config))
         if history is not None:
             attrs.update(_training_attrs(history))
@@ -135,7 +139,8 @@ def measured_draws(n_draws: int, tconf_draws: int) -> frozenset[int]:
 def sampling_options(ens) -> dict:
     """The keyword settings of :func:`sample_ensemble` that an experiment's ``ensemble``
     config block holds beside members / thin / chunk_members."""
-    return {"burn_in": int(ens.get("burn_in", 0)), "tconf_draws": int(ens.get("tconf_draws", 100))}
+    return {"burn_in": int(ens.get("burn_in", 0)),
+            "tconf_draws": int(ens.get("tconf_draws", TCONF_DRAWS))}
 
 
 def _burn_in(trainer: EAETrainer, step: int, n_steps: int, log, log_every_s: float) -> int:

@@ -657,10 +657,11 @@ def model_metrics(dataset: str, results_dir: str | os.PathLike = "results",
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", dataset)
     # the EAE row carries its store's measured temperatures; the other models have none
-    for col in COLUMNS + TEMPERATURE_COLUMNS:
+    columns = COLUMNS + TEMPERATURE_COLUMNS
+    for col in columns:
         if col not in frame:
             frame[col] = np.nan
-    return frame[COLUMNS + TEMPERATURE_COLUMNS]
+    return frame[columns]
 
 
 def _input_list(p: Mapping[str, Path], cfg: Mapping[str, Any]) -> list[Path]:
