@@ -256,8 +256,11 @@ def _draw_momenta(shapes, dtypes, config, temperature, seed, counter):
     """Momenta p ~ N(0, m T), i.e. velocities ~ N(0, T/m); stateless so resumable."""
     std = tf.sqrt(temperature * config.mass)
     out = []
+    # fold_in derives independent streams per (tensor, draw); adding i to the seed
+    # would let runs whose seeds differ by one share their velocity draws
+    base = tf.random.experimental.stateless_fold_in(seed, tf.cast(counter, tf.int64))
     for i, (shape, dtype) in enumerate(zip(shapes, dtypes)):
-        s = tf.stack([seed[0] + tf.cast(i, tf.int64), seed[1] + counter])
+        s = tf.random.experimental.stateless_fold_in(base, i)
         out.append(tf.cast(std, dtype) * tf.random.stateless_normal(shape, s, dtype=dtype))
     return tuple(out)
 

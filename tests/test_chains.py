@@ -99,13 +99,14 @@ def test_chains_get_their_own_minibatches():
 
 
 def test_several_chains_train_together(tmp_path, caplog):
-    trainer = make_chain_trainer(3, rhat_max=1.0001)  # a limit no short round meets
+    # R̂ of a 5-step round may fall below 1, but its bulk ESS cannot exceed 3 × 5
+    trainer = make_chain_trainer(3, ess_min_round=100.0)
     with caplog.at_level("WARNING", logger="eae"):
         history = trainer.fit(tmp_path)
     assert len(history) == 3
     for col in ("rhat_loss", "ess_bulk_loss", "ess_tail_loss", "iat_loss", "val_loss"):
         assert np.isfinite(history[col]).all(), col
-    assert "chains not converged" in caplog.text and "train.rhat_max" in caplog.text
+    assert "chains not converged" in caplog.text and "train.ess_min_round" in caplog.text
     assert "3 of 3 decoder updates in this run ended with unconverged chains" in caplog.text
     w = trainer.encoder.variables[0].numpy()
     assert w.shape[0] == 3 and not np.allclose(w[0], w[1])

@@ -84,6 +84,19 @@ def test_initial_velocities_follow_temperature_over_mass():
     assert velocities.var() == pytest.approx(0.3 / 2.0, rel=0.02)
 
 
+def test_adjacent_seeds_draw_unrelated_velocities_for_every_tensor():
+    # before seeds came from fold_in, tensor i of seed s drew what tensor 0 of seed s+i did
+    xs = [tf.Variable(tf.zeros(1000)) for _ in range(3)]
+    cfg = S.SimmeringConfig(temperature=1.0)
+    draws = {}
+    for seed in (0, 1):
+        sampler = S.Simmering(xs, cfg)
+        state, _ = sampler.init(S.potential_value_and_grad(xs, lambda: tf.add_n([tf.reduce_sum(x) for x in xs])), seed)
+        draws[seed] = [p.numpy() for p in sampler.momenta(state)]
+    pairs = [(a, b) for a in draws[0] for b in draws[1]] + [(draws[0][0], draws[0][1])]
+    assert max(abs(np.corrcoef(a, b)[0, 1]) for a, b in pairs) < 0.15
+
+
 def test_velocity_resampling_happens_on_schedule():
     x = tf.Variable(tf.zeros(10000))
     cfg = S.SimmeringConfig(temperature=1.0, dt=0.01, chain_length=0, resample_every=5)

@@ -90,6 +90,87 @@ def test_least_squares_survives_a_zero_column():
     assert np.all(np.isfinite(xi.numpy()))
 
 
+def _elliptic_orbit_library(z_noise: float, n: int = 600, noise: float = 1e-3):
+    """Θ and ż of an off-centre elliptic orbit (the shape of the RD latents): on an exact
+    ellipse the 11-term library is rank-deficient (z times the ellipse's quadratic is
+    a combination of library terms), so ``z_noise`` sets how ill-conditioned it is
+    (column-normalised condition number ≈ 2.4e8 at 1e-7, 2.4e6 at 1e-5)."""
+    t = np.linspace(0, 30, n)
+    w = 0.91
+    z = np.stack([2 + 1.3 * np.cos(w * t), -1 + np.sin(w * t)], 1)
+    z = z + z_noise * np.random.default_rng(1).normal(size=z.shape)
+    z_dot = np.stack([-1.3 * w * np.sin(w * t), w * np.cos(w * t)], 1)
+    z_dot = z_dot + noise * np.random.default_rng(0).normal(size=z_dot.shape)
+    return sindy.sindy_library_np(z), z_dot
+
+
+def _residual(theta, z_dot, xi):
+    return float(np.sum(np.square(z_dot - theta @ np.asarray(xi, np.float64))))
+
+
+@pytest.mark.parametrize("z_noise", [1e-5, 1e-7])
+def test_least_squares_reaches_the_optimum_on_an_ill_conditioned_library(z_noise):
+    # at 1e-7 the former normal-equations solve was 0.22 % above the optimum
+    theta, z_dot = _elliptic_orbit_library(z_noise)
+    scale = np.sqrt(np.mean(theta ** 2, axis=0))
+    assert np.linalg.cond(theta / scale) > 1e6
+    best = _residual(theta, z_dot, np.linalg.lstsq(theta, z_dot, rcond=None)[0])
+    qr = sindy.least_squares(tf.constant(theta), tf.constant(z_dot)).numpy()
+    assert _residual(theta, z_dot, qr) <= 1.001 * best
+    svd = sindy.minimum_norm_solve(theta, z_dot)
+    assert svd.rank == 11 and _residual(theta, z_dot, svd.xi) <= 1.001 * best
+    assert np.allclose(svd.residual.sum() * len(theta), _residual(theta, z_dot, svd.xi))
+
+
+def test_least_squares_of_float32_codes_solves_in_float64():
+    theta, z_dot = _elliptic_orbit_library(1e-3, noise=1e-2)
+    t32, zd32 = theta.astype(np.float32), z_dot.astype(np.float32)
+    t64, zd64 = t32.astype(np.float64), zd32.astype(np.float64)
+    best = _residual(t64, zd64, np.linalg.lstsq(t64, zd64, rcond=None)[0])
+    xi = sindy.least_squares(tf.constant(t32), tf.constant(zd32))
+    assert xi.dtype == tf.float32
+    assert _residual(t64, zd64, xi.numpy()) <= 1.001 * best
+
+
+@pytest.mark.parametrize("ridge", [1e-6, 1e-3, 1e-1])
+def test_ridge_solves_match_lstsq_of_the_augmented_system(ridge):
+    theta, z_dot = _elliptic_orbit_library(1e-5)
+    n = len(theta)
+    scale = np.sqrt(np.mean(theta ** 2, axis=0))
+    aug = np.vstack([theta / scale / np.sqrt(n), np.sqrt(ridge) * np.eye(theta.shape[1])])
+    rhs = np.vstack([z_dot / np.sqrt(n), np.zeros((theta.shape[1], 2))])
+    ref = np.linalg.lstsq(aug, rhs, rcond=None)[0] / scale[:, None]
+    qr = sindy.least_squares(tf.constant(theta), tf.constant(z_dot), ridge).numpy()
+    svd = sindy.minimum_norm_solve(theta, z_dot, ridge).xi
+    assert np.allclose(qr, ref, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+    assert np.allclose(svd, ref, rtol=1e-8, atol=1e-10 * np.abs(ref).max())
+
+
+def test_batched_least_squares_is_per_chain_and_differentiable():
+    theta, z_dot = _elliptic_orbit_library(1e-3)
+    th = tf.constant(np.stack([theta, 1.1 * theta]))
+    zd = tf.constant(np.stack([z_dot, z_dot]))
+    with tf.GradientTape() as tape:
+        tape.watch(th)
+        xi = sindy.least_squares(th, zd, 1e-3)
+        total = tf.reduce_sum(tf.square(xi))
+    grad = tape.gradient(total, th).numpy()
+    assert xi.shape == (2, 11, 2) and np.isfinite(grad).all() and np.abs(grad).max() > 0
+    one = sindy.least_squares(tf.constant(1.1 * theta), tf.constant(z_dot), 1e-3).numpy()
+    assert np.allclose(xi.numpy()[1], one)
+
+
+def test_minimum_norm_solve_of_a_rank_deficient_library_is_the_shortest_optimum():
+    theta, z_dot = _elliptic_orbit_library(1e-3)
+    dup = np.concatenate([theta, theta[:, :1]], axis=1)  # an exact copy of the z1 column
+    sol = sindy.minimum_norm_solve(dup, z_dot)
+    assert sol.rank == 11
+    # the copy shares z1's coefficient equally (the shortest of all the optimal splits)
+    assert np.allclose(sol.xi[0], sol.xi[-1])
+    best = _residual(theta, z_dot, np.linalg.lstsq(theta, z_dot, rcond=None)[0])
+    assert _residual(dup, z_dot, sol.xi) <= 1.001 * best
+
+
 # -- the loss ----------------------------------------------------------------------------------
 
 

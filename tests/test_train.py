@@ -43,6 +43,18 @@ def test_batches_are_a_pure_function_of_the_step():
     assert not np.array_equal(whole[:10], whole[10:20])
 
 
+def test_a_partial_last_batch_wraps_into_the_next_permutation():
+    # 10 samples at batch 4: ⌈10/4⌉ = 3 steps per epoch; step 2 ends epoch 0 with two
+    # samples and starts epoch 1 with two, so every batch has 4 samples
+    idx = batch_indices(10, 4, seed=5, first_step=0, n_steps=5)
+    assert idx.shape == (5, 4)
+    stream = idx.ravel()
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    np.testing.assert_array_equal(batch_indices(10, 4, seed=5, first_step=3, n_steps=2), idx[3:])
+    assert TrainSettings(encoder_steps=None, encoder_epochs=2, batch_size=32).steps_per_update(50_000) == 3126
+    assert TrainSettings(encoder_steps=None, encoder_epochs=1, batch_size=32).steps_per_update(70) == 3
+
+
 def test_one_forward_backward_per_inner_step():
     calls = []
 
