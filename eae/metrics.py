@@ -14,6 +14,11 @@ Per dataset and model (rows of ``results/<dataset>/metrics.csv``):
   members in float64) and ``active_units_member_mean`` (per member, the number of
   dimensions whose variance over the test set exceeds the threshold, averaged over
   members: the data-dependent part of the activity, without the member-to-member drift).
+* ``active_units_relative`` — dimensions whose variance over the test set is at least
+  ``relative_active_fraction`` (1 %) of the mean per-unit variance of the same codes,
+  and ``code_scale``, that mean: nothing fixes the scale of an EAE's or an AE's codes
+  (measured: per-unit variances of 100–630 on MNIST, so "variance > 0.01" holds
+  trivially), whereas the VAE's KL term fixes its own; the relative count is scale-free.
 * ``pcs_99`` — principal components holding ``pca_variance`` of the code variance
   (unaffected by a global rescaling of the codes, unlike the fixed 0.01 threshold).
 * ``probe_accuracy`` — k-NN (or logistic) accuracy of the labels from the test-set
@@ -48,6 +53,7 @@ __all__ = [
     "code_variances",
     "active_units",
     "active_units_from_variance",
+    "relative_active_units",
     "pcs_for_variance",
     "pcs_from_covariance",
     "knn_predict",
@@ -71,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "models": ["eae", "vae", "ae"],
     "pca_reference": True,
     "active_threshold": 0.01,
+    "relative_active_fraction": 0.01,
     "pca_variance": 0.99,
     "probe": {"kind": "knn", "k": 10, "folds": 5, "l2": 1e-3, "max_iter": 300},
     "chunk_members": 20,
@@ -97,6 +104,7 @@ COLUMNS = [
     "test_mse", "mse_of",
     "active_threshold", "active_units", "active_of",
     "active_units_all_samples", "active_units_member_mean",
+    "relative_active_fraction", "active_units_relative", "code_scale",
     "pca_variance", "pcs_99", "pcs_99_all_samples",
     "probe", "probe_accuracy", "probe_chance",
 ]
@@ -127,6 +135,9 @@ def resolve_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"analysis.models must be distinct names from {list(MODELS)}, got {models}")
     if not 0 < float(out["pca_variance"]) <= 1:
         raise ValueError(f"analysis.pca_variance must be in (0, 1], got {out['pca_variance']}")
+    if not 0 < float(out["relative_active_fraction"]) <= 1:
+        raise ValueError("analysis.relative_active_fraction must be in (0, 1], got "
+                         f"{out['relative_active_fraction']}")
     if float(out["active_threshold"]) < 0:
         raise ValueError(f"analysis.active_threshold must be >= 0, got {out['active_threshold']}")
     probe = out["probe"]
@@ -167,6 +178,18 @@ def active_units(codes: np.ndarray, threshold: float = 0.01) -> int:
     """Active units (Burda et al. 2015): dimensions of ``codes`` [n, d] whose variance over
     the samples exceeds ``threshold``."""
     return active_units_from_variance(code_variances(codes), threshold)
+
+
+def relative_active_units(codes: np.ndarray, fraction: float = 0.01) -> tuple[int, float]:
+    """Scale-free activity: (dimensions of ``codes`` [n, d] whose variance over the
+    samples is at least ``fraction`` × the mean per-unit variance, that mean). Unchanged
+    when all codes are rescaled by one factor, unlike :func:`active_units`; 0 units
+    (and scale 0) for constant codes."""
+    variances = code_variances(codes)
+    scale = float(variances.mean()) if variances.size else 0.0
+    if scale <= 0:
+        return 0, scale
+    return int(np.count_nonzero(variances >= fraction * scale)), scale
 
 
 def pcs_from_covariance(cov: np.ndarray, fraction: float = 0.99) -> int:
@@ -558,10 +581,14 @@ def _check_ensemble_matches(ds, x_test: np.ndarray, labels: np.ndarray | None, p
 def _code_metrics(codes: np.ndarray, labels: np.ndarray | None, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Active units, PCs and probe of one set of test codes."""
     probe = cfg["probe"]
+    relative, scale = relative_active_units(codes, cfg["relative_active_fraction"])
     row: dict[str, Any] = {
         "n_test": int(codes.shape[0]),
         "active_threshold": float(cfg["active_threshold"]),
         "active_units": active_units(codes, cfg["active_threshold"]),
+        "relative_active_fraction": float(cfg["relative_active_fraction"]),
+        "active_units_relative": relative,
+        "code_scale": scale,
         "pca_variance": float(cfg["pca_variance"]),
         "pcs_99": pcs_for_variance(codes, cfg["pca_variance"]),
         "probe": _probe_description(probe) if labels is not None else "no labels",
@@ -716,6 +743,7 @@ _TABLE_METRICS = [
     ("test_mse", "test MSE", "mse"),
     ("active_units", "active units", "units"),
     ("active_units_all_samples", "active (all EAE samples)", "units"),
+    ("active_units_relative", "active (relative)", "units"),
     ("pcs_99", "PCs 99 %", "int"),
     ("probe_accuracy", "probe acc.", "acc"),
 ]
@@ -732,7 +760,7 @@ def table1(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"metrics table lacks column(s) {missing}")
         ds = str(frame["dataset"].iloc[0])
-        extra = ["latent_dim", "pcs_99_all_samples", "active_units_member_mean"]
+        extra = ["latent_dim", "pcs_99_all_samples", "active_units_member_mean", "code_scale"]
         extra += [c for c in TEMPERATURE_COLUMNS if c in frame.columns]
         sub = frame.set_index("model")[[c for c, _, _ in _TABLE_METRICS] + extra]
         sub.columns = [f"{ds}/{c}" for c in sub.columns]
@@ -755,6 +783,16 @@ def _temperature_note(name: str, r: Mapping[str, Any]) -> str:
     flag = ("**" + r["T flag"] + "** — the ensemble is not at its target T; its numbers "
             "describe the temperature it reached") if r["T flag"] != "ok" else "within the bands"
     return f"- {name} EAE temperature (measured, ratio to the target T): {cells}; {flag}."
+
+
+def _scales(frames: Sequence[pd.DataFrame]) -> str:
+    parts = []
+    for frame in frames:
+        name = DATASET_LABELS.get(str(frame["dataset"].iloc[0]), str(frame["dataset"].iloc[0]))
+        cells = ", ".join(f"{MODEL_LABELS.get(m, m)} {v:.3g}"
+                          for m, v in zip(frame["model"], frame["code_scale"]))
+        parts.append(f"{name}: {cells}")
+    return "; ".join(parts)
 
 
 def table1_markdown(wide: pd.DataFrame, frames: Sequence[pd.DataFrame]) -> str:
@@ -793,6 +831,12 @@ def table1_markdown(wide: pd.DataFrame, frames: Sequence[pd.DataFrame]) -> str:
              "VAE: of the posterior mean; AE and PCA: of the code. 'active (all EAE samples)': "
              "variance over all members × test images of the EAE's latent samples (it includes the "
              "member-to-member spread).",
+             f"- active (relative): units whose variance over the test set is at least "
+             f"{100 * first['relative_active_fraction']:g} % of the mean per-unit variance of the "
+             "same codes (EAE: the ensemble-mean code over all chains). Nothing fixes the scale "
+             "of EAE or AE codes, so the fixed threshold above says little about them (code "
+             "scale, the mean per-unit variance: " + _scales(frames) + "); the VAE's KL term "
+             "fixes its scale. This count and the PCs are unchanged by a rescaling of the codes.",
              f"- PCs {100 * first['pca_variance']:g} %: number of principal components holding that "
              "fraction of the code variance (EAE: of the ensemble-mean code).",
              f"- probe acc.: {probe_text} (ensemble-mean code for the EAE); — where the "

@@ -80,7 +80,7 @@ SCHEDULES = ("linear", "geometric")
 CONVERGENCE_VARIABLES = ("loss", "kinetic_temperature", "latent")
 #: Keys of the ``analysis`` config section that a point's metrics depend on (only
 #: these enter the job's params, so e.g. a figure setting reruns no point).
-ANALYSIS_KEYS = ("active_threshold", "pca_variance", "probe", "seed", "batch_size",
+ANALYSIS_KEYS = ("active_threshold", "relative_active_fraction", "pca_variance", "probe", "seed", "batch_size",
                  "chunk_members")
 RULE = ("recommended T = the highest constant temperature whose test MSE ≤ mse_factor × "
         "the test MSE of the coldest constant run (the coldest when none qualifies), among "
@@ -159,6 +159,8 @@ def image_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mappin
         "test_mse": row["test_mse"],
         "active_units": row["active_units"],
         "active_units_all_samples": row["active_units_all_samples"],
+        "active_units_relative": row["active_units_relative"],
+        "code_scale": row["code_scale"],
         "pcs_99": row["pcs_99"],
         "probe_accuracy": row["probe_accuracy"],
         "latent_dim": row["latent_dim"],
@@ -404,7 +406,7 @@ def _worst(values: Iterable[Any], pick) -> float:
 ROW_COLUMNS = [
     "experiment", "point", "kind", "schedule", "temperature", "initial_temperature",
     "temperature_reached", "test_mse", "active_units", "active_units_all_samples",
-    "latent_dim", "pcs_99", "probe_accuracy", "n_test", "n_members", "chains", "draws",
+    "active_units_relative", "code_scale", "latent_dim", "pcs_99", "probe_accuracy", "n_test", "n_members", "chains", "draws",
     "loss_mean", "loss_sd", "loss_q05", "loss_q95", "loss_spread",
     "kinetic_temperature_mean", "tkin_ratio",
     "rhat", "ess_bulk", "ess_tail",
@@ -620,11 +622,17 @@ def _verdict(rec: Mapping[str, Any]) -> str:
     return verdict
 
 
+def _units(r: Mapping[str, Any], column: str) -> str:
+    value, latent = _finite(r.get(column)), _finite(r.get("latent_dim"))
+    return "—" if value is None or latent is None else f"{int(value)}/{int(latent)}"
+
+
 def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
                    ess_min: float) -> str:
     """The sweep table in Markdown, with the rule, the recommendation and notes."""
     experiment = str(frame["experiment"].iloc[0])
-    header = ["point", "schedule", "final T", "test MSE", "active units", "probe acc.",
+    header = ["point", "schedule", "final T", "test MSE", "active units", "active (relative)",
+              "PCs 99 %", "code scale", "probe acc.",
               "T_kin/T train / ens.", "T_conf/T train / ens.", "T flag",
               "loss sd", "loss q95−q05", "R̂ max", "ESS bulk / tail min", "flags", "wall s"]
     lines = [f"# Temperature sweep: {experiment}", "",
@@ -638,7 +646,8 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
         acc = _finite(r["probe_accuracy"])
         mark = " **(recommended)**" if r["point"] == rec["recommended_point"] else ""
         cells = [f"`{r['point']}`{mark}", schedule, format_temperature(r["temperature"]),
-                 _fmt(r["test_mse"], ".5f"), units,
+                 _fmt(r["test_mse"], ".5f"), units, _units(r, "active_units_relative"),
+                 _fmt(r.get("pcs_99"), ".0f"), _fmt(r.get("code_scale"), ".3g"),
                  "—" if acc is None else f"{100 * acc:.1f} %",
                  f"{_fmt(r.get('T_kin/T train'), '.3g')} / {_fmt(r.get('T_kin/T ensemble'), '.3g')}",
                  f"{_fmt(r.get('T_conf/T train'), '.3g')} / {_fmt(r.get('T_conf/T ensemble'), '.3g')}",
@@ -656,6 +665,11 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
              "- test MSE, active units, probe acc.: as in Table 1 (decoder applied to the "
              "ensemble-mean code; variance of the ensemble-mean code over the test set above the "
              "active threshold; cross-validated probe on the test codes, — without labels).",
+             "- active (relative), PCs 99 %, code scale: the scale-free activity of Table 1 "
+             "(units whose variance is at least analysis.relative_active_fraction of the mean "
+             "per-unit variance, which is the code scale; principal components of the "
+             "ensemble-mean code). The fixed threshold of 'active units' is met trivially "
+             "by codes of large scale, and nothing fixes an EAE's code scale.",
              "- loss sd, loss q95−q05: spread of the mini-batch loss over the ensemble members "
              "(all chains and draws, decoder frozen).",
              "- R̂ max: the largest rank-normalised split-R̂ of loss, kinetic temperature and the "
@@ -691,7 +705,8 @@ def sweep_figure(frame: pd.DataFrame, rec: Mapping[str, Any], path: str | os.Pat
     per_variable = [(v, _SHORT[v]) for v in CONVERGENCE_VARIABLES]
     panels = [
         ("test MSE", [("test_mse", None)], "log"),
-        ("active units", [("active_units", None)], "linear"),
+        ("active units", [("active_units", "variance > threshold"),
+                          ("active_units_relative", "relative"), ("pcs_99", "PCs 99 %")], "linear"),
         ("probe accuracy", [("probe_accuracy", None)], "linear"),
         ("ensemble loss spread", [("loss_sd", "sd"), ("loss_spread", "q95 − q05")], "log"),
         ("R̂ (max over components)", [(f"rhat_{v}", s) for v, s in per_variable], "log"),
@@ -730,7 +745,7 @@ def sweep_figure(frame: pd.DataFrame, rec: Mapping[str, Any], path: str | os.Pat
         axes[0, 1].set_ylim(-0.5, float(frame["latent_dim"].max()) + 1.5)
     for ax in axes[1]:
         ax.set_xlabel("temperature T (annealed: final T)")
-    for ax in (axes[0, 0], axes[1, 0], axes[1, 1], axes[1, 2], axes[0, 3], axes[1, 3]):
+    for ax in (axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1], axes[1, 2], axes[0, 3], axes[1, 3]):
         ax.legend(fontsize=6.5)
     for _, r in anneal.iterrows():
         axes[0, 0].annotate(f"from {format_temperature(r['initial_temperature'])}",

@@ -106,6 +106,10 @@ class TrainSettings:
         return max(1, int(math.ceil(self.encoder_epochs * batches_per_epoch(n_train, self.batch_size))))
 
 
+#: training samples whose chain-0 codes give the code scale logged per decoder update
+CODE_SCALE_BATCH = 256
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
     """⌈n / batch⌉ mini-batches cover the training set once (3126 for two epochs of the
     paper's MNIST: 50 000 samples at batch 32)."""
@@ -217,6 +221,9 @@ class EAETrainer:
         self._refresh = tf.function(self._refresh_impl)
         self._val_loss = tf.function(lambda: self._chain_losses(self.val))
         self._conf_terms = tf.function(self._conf_terms_impl)
+        # a fixed evaluation batch for the code scale (nothing fixes an EAE's code scale)
+        self._scale_batch = self.train[0][:CODE_SCALE_BATCH]
+        self._code_scale = tf.function(self._code_scale_impl)
         self._rounds_flagged = 0
         self._last_flag_warning: int | None = None  # update of the last such log warning
 
@@ -285,6 +292,16 @@ class EAETrainer:
                                               tf.constant([self.settings.seed, int(key)], tf.int64))
         return grad_sq.numpy(), curvature.numpy()
 
+    def _code_scale_impl(self):
+        codes = tf.cast(self.encoder.encode_each(self._scale_batch)[0], tf.float64)
+        codes = tf.reshape(codes, [tf.shape(codes)[0], -1])
+        return tf.reduce_mean(tf.math.reduce_variance(codes, axis=0))
+
+    def code_scale(self) -> float:
+        """Mean per-unit variance of chain 0's codes on a fixed evaluation batch (the first
+        ``CODE_SCALE_BATCH`` training samples): the scale activity thresholds compare to."""
+        return float(self._code_scale().numpy())
+
     def _apply_impl(self, grads):
         self.optimizer.apply_gradients(zip(grads, self.dec_vars))
 
@@ -342,6 +359,7 @@ class EAETrainer:
             "conserved_energy_drift": (float(np.mean(h[-1] - h[0])) if self.full_batch
                                        else float("nan")),
             "xi1": float(np.mean(info.xi1.numpy()[-1])),
+            "code_scale": self.code_scale(),
             "round_seconds": time.perf_counter() - t0,
         }
         if self.chains > 1:

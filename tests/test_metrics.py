@@ -142,6 +142,20 @@ def test_active_units_counts_dimensions_with_known_variances():
         metrics.active_units(codes[:, 0])
 
 
+def test_relative_activity_is_scale_free_where_the_fixed_threshold_is_not():
+    rng = np.random.default_rng(2)
+    var = np.array([1.0, 0.5, 0.004, 0.0])  # mean 0.376: 1 % of it is 0.00376
+    codes = rng.standard_normal((40000, 4)) * np.sqrt(var)
+    units, scale = metrics.relative_active_units(codes, 0.01)
+    assert units == 3 and scale == pytest.approx(var.mean(), rel=0.03)
+    assert metrics.active_units(codes, 0.01) == 2
+    big = 1000.0 * codes  # the scale of an EAE's codes: every unit passes 0.01, even the weak one
+    assert metrics.active_units(big, 0.01) == 3
+    assert metrics.relative_active_units(big, 0.01) == (3, pytest.approx(1e6 * scale))
+    assert metrics.relative_active_units(codes, 0.5) == (2, pytest.approx(scale))
+    assert metrics.relative_active_units(np.zeros((10, 3)), 0.01) == (0, 0.0)
+
+
 def test_pcs_for_variance_on_data_of_known_rank():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((500, 3)) @ rng.standard_normal((3, 12))
@@ -268,6 +282,10 @@ def test_model_metrics_on_fake_results(fake):
     assert "**FLAGGED: train**" in md
     assert eae["active_units"] == 2 and eae["active_units_all_samples"] == 3
     assert eae["active_units_member_mean"] == 2.0 and eae["n_members"] == N_MEMBERS
+    for model in ("eae", "vae", "ae", "pca"):  # the same rule on every model's codes
+        assert rows.loc[model, "code_scale"] > 0
+        assert 0 <= rows.loc[model, "active_units_relative"] <= rows.loc[model, "latent_dim"]
+    assert "active (relative)" in md and "code scale, the mean per-unit variance: MNIST: EAE" in md
     assert eae["probe_accuracy"] == 1.0  # dim 0 encodes the class
     assert eae["probe_chance"] == pytest.approx(1 / 3)
     # EAE MSE: the decoder of the ensemble-mean code, computed independently here.
@@ -360,6 +378,8 @@ def _metrics_frame(dataset, labelled):
             "active_threshold": 0.01, "active_units": act, "active_of": "x",
             "active_units_all_samples": 64 if model == "eae" else np.nan,
             "active_units_member_mean": 61.5 if model == "eae" else np.nan,
+            "relative_active_fraction": 0.01, "active_units_relative": act - 1,
+            "code_scale": 260.0 if model in ("eae", "ae") else 0.8,
             "pca_variance": 0.99, "pcs_99": 30, "pcs_99_all_samples": 50 if model == "eae" else np.nan,
             "probe": "k-NN (k=10), 5-fold CV on test codes" if labelled else "no labels",
             "probe_accuracy": 0.95 if labelled else np.nan, "probe_chance": 0.11 if labelled else np.nan,
@@ -386,8 +406,8 @@ def test_table1_layout_and_provenance(tmp_path):
     lines = md.splitlines()
     assert lines[0].startswith("| Model | Frey Faces test MSE | Frey Faces active units |")
     assert lines[0].endswith("| MNIST PCs 99 % | MNIST probe acc. |")
-    assert lines[2].startswith("| EAE | 0.0260 | 64/64 | 64/64 | 30 | — | 0.0260 | 64/64 | 64/64 | 30 | 95.0 % |")
-    assert lines[3].startswith("| VAE | 0.0160 | 16/64 | — | 30 | — |")  # Frey has no labels
+    assert lines[2].startswith("| EAE | 0.0260 | 64/64 | 64/64 | 63/64 | 30 | — | 0.0260 | 64/64 | 64/64 | 63/64 | 30 | 95.0 % |")
+    assert lines[3].startswith("| VAE | 0.0160 | 16/64 | — | 15/64 | 30 | — |")  # Frey has no labels
     assert lines[5].startswith("| PCA-64 | 0.0050 |")
     assert "sigmoid" in md and "posterior mean" in md
     assert "probe acc.: k-NN (k=10), 5-fold CV" in md and "MNIST probe chance level (most frequent class): 11.0 %" in md

@@ -86,6 +86,12 @@ def test_training_logs_every_update_and_lowers_the_loss(tmp_path):
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
     saved = pd.read_csv(tmp_path / "history.csv")
     assert len(saved) == 6
+    # the code scale: mean per-unit variance of chain 0's codes of the fixed batch
+    from eae.train import CODE_SCALE_BATCH
+
+    x = trainer.train[0][:CODE_SCALE_BATCH].numpy()
+    codes = trainer.encoder.encode_each(tf.constant(x))[0].numpy().astype(np.float64)
+    assert history["code_scale"].iloc[-1] == pytest.approx(codes.var(axis=0).mean(), rel=1e-5)
 
 
 def test_decoder_only_moves_on_decoder_updates():
