@@ -42,6 +42,8 @@ class AnalysisParams:
     integration_rtol: float = 1e-8
     escape_factor: float = 20.0
     min_periods: float = 5.0
+    sensitivity_members: int = 200
+    omega_tolerance: float = 0.05
     seed: int = 0
 
     @classmethod
@@ -161,9 +163,12 @@ def coefficient_summary(coefficients: np.ndarray, terms: Sequence[str], latents:
     return pd.DataFrame(rows)
 
 
-def table4(summary: pd.DataFrame) -> pd.DataFrame:
+def table4(summary: pd.DataFrame, robust: pd.DataFrame | None = None) -> pd.DataFrame:
     """The paper's layout: rows = library terms, columns per latent derivative
-    (``z1dot_mean``, ``z1dot_mode``, ``z1dot_significant``, ``z2dot_…``)."""
+    (``z1dot_mean``, ``z1dot_mode``, ``z1dot_significant``, ``z2dot_…``); with
+    ``robust`` (:func:`eae.identifiability.robustness`) also ``z1dot_status``
+    ("robust" / "depends": whether the significance survives other ridges, a constant
+    term and centred codes)."""
     terms = list(dict.fromkeys(summary["term"]))
     out = pd.DataFrame({"term": terms})
     for lat in dict.fromkeys(summary["latent"]):
@@ -171,11 +176,17 @@ def table4(summary: pd.DataFrame) -> pd.DataFrame:
         out[f"{lat}dot_mean"] = part["mean"].to_numpy()
         out[f"{lat}dot_mode"] = part["mode"].to_numpy()
         out[f"{lat}dot_significant"] = part["significant"].to_numpy()
+        if robust is not None:
+            status = robust[robust["latent"] == lat].set_index("term")["status"]
+            out[f"{lat}dot_status"] = [status.get(t, "not tested") for t in terms]
     return out
 
 
-def table4_markdown(table: pd.DataFrame, threshold: float, digits: int = 2) -> str:
-    """Markdown rendering of :func:`table4`; significant coefficients in bold."""
+def table4_markdown(table: pd.DataFrame, threshold: float, digits: int = 2,
+                    notes: Sequence[str] = ()) -> str:
+    """Markdown rendering of :func:`table4`; significant coefficients in bold, † where
+    the significance depends on the ridge / constant term / centring; ``notes`` are
+    appended as bullet points."""
     latents = [c[: -len("dot_mean")] for c in table.columns if c.endswith("dot_mean")]
     header = ["term"] + [f"{lat}{DOT} {w}" for lat in latents for w in ("mean", "mode")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -183,13 +194,19 @@ def table4_markdown(table: pd.DataFrame, threshold: float, digits: int = 2) -> s
         cells = [f"{row['term']}"]
         for lat in latents:
             bold = bool(row[f"{lat}dot_significant"])
+            dagger = " †" if row.get(f"{lat}dot_status") == "depends" else ""
             for w in ("mean", "mode"):
                 text = f"{row[f'{lat}dot_{w}']:.{digits}f}"
-                cells.append(f"**{text}**" if bold else text)
+                cells.append((f"**{text}**" if bold else text) + (dagger if w == "mode" else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Ensemble mean and dominant mode (Gaussian KDE) of each coefficient; bold: "
                  f"both exceed {threshold:g} in magnitude (significant).")
+    if any(c.endswith("dot_status") for c in table.columns):
+        lines.append("†: significance depends on the solve's choices (ridge 0 … 0.1, a constant "
+                     "term, centred codes; see table4_identifiability.md): the data do not fix "
+                     "this coefficient.")
+    lines += [""] + [f"- {n}" for n in notes] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -286,11 +303,11 @@ def product_frequency(a: np.ndarray) -> float:
 
 
 def integrate_model(xi: np.ndarray, z0: np.ndarray, t: np.ndarray, rtol: float = 1e-8,
-                    bound: float | None = None) -> np.ndarray:
+                    bound: float | None = None, library=None) -> np.ndarray:
     """Integrate ż = Θ(z) Ξ from z0 over times t (scipy solve_ivp, DOP853).
 
     Returns [len(t), latent]; times after a blow-up (|z| > bound) or a solver failure
-    are NaN.
+    are NaN. ``library``: another Θ (z [n, d] → [n, terms]) than the fitted one.
     """
     from scipy.integrate import solve_ivp
 
@@ -302,8 +319,10 @@ def integrate_model(xi: np.ndarray, z0: np.ndarray, t: np.ndarray, rtol: float =
     if not (np.all(np.isfinite(xi)) and np.all(np.isfinite(z0))):
         return out
 
+    theta = sindy_library_np if library is None else library
+
     def rhs(_, z):
-        return sindy_library_np(z) @ xi
+        return theta(z[None, :])[0] @ xi
 
     events = None
     if bound is not None:
@@ -636,12 +655,99 @@ def analyse(ds, x_test: np.ndarray, params: AnalysisParams) -> dict:
                                               bound)
     freq = frequency_table(t, x_test, z_mean, all_models, all_traj, coeffs, terms, latents,
                            member_traj, t_model)
-    return dict(terms=terms, latents=latents, coefficients=coeffs, time=t, z_mean=z_mean,
+    ident = identifiability(ds, order, z_mean, terms, latents, t_model, bound, params)
+    if ident is not None:
+        freq = label_ill_posed(freq, ident["sensitivity"])
+    notes = reproduction_notes(freq, params.omega_tolerance)
+    return dict(identifiability=ident, notes=notes,
+                table=table4(summary, ident["robust"] if ident else None), terms=terms, latents=latents, coefficients=coeffs, time=t, z_mean=z_mean,
                 model_time=t_model,
-                summary=summary, table=table4(summary), models=models, all_models=all_models,
+                summary=summary, models=models, all_models=all_models,
                 trajectories=trajectories, member_trajectories=member_traj,
                 correlation=correlation_matrix(coeffs), frequency=freq,
                 pairs=top_linear_pairs(coeffs, terms, latents, params.n_pairs))
+
+
+def identifiability(ds, order: np.ndarray, z_mean: np.ndarray, terms, latents,
+                    t_model: np.ndarray, bound: float, params: AnalysisParams) -> dict | None:
+    """The identifiability report (:mod:`eae.identifiability`) on
+    ``params.sensitivity_members`` evenly spaced members' stored codes and velocities;
+    None for a store without ``latent_velocity`` (written before it was recorded)."""
+    from eae import identifiability as ident
+
+    if "latent_velocity" not in ds:
+        logger.warning("rd_analysis: the store has no latent_velocity; the identifiability "
+                       "report needs a store written by this version of rd_coefficients")
+        return None
+    members = member_choice(ds.sizes["member"], params.sensitivity_members)
+    codes = np.asarray(ds["latent_code"].isel(member=members).values, np.float64)[:, order]
+    velocities = np.asarray(ds["latent_velocity"].isel(member=members).values,
+                            np.float64)[:, order]
+    table = ident.sensitivity_table(
+        codes, velocities, z_mean, terms, latents, t_model, params.threshold,
+        kde=lambda x: kde_mode(x, params.kde_grid_points, params.kde_max_samples, params.seed),
+        integrate=lambda xi, z0, t, lib: integrate_model(xi, z0, t, params.integration_rtol,
+                                                         bound, library=lib),
+        frequency=series_frequency)
+    centre = z_mean.mean(axis=0)
+    nulls = {}
+    for kind in ident.LIBRARIES:
+        lib = ident.make_library(kind, terms, centre)
+        nulls[kind] = ident.null_equations(ident.near_null_combinations(lib.theta(z_mean)),
+                                           lib.names)
+    return dict(sensitivity=table, robust=ident.robustness(table), null_equations=nulls,
+                members=len(members))
+
+
+def label_ill_posed(freq: pd.DataFrame, sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``note`` to the frequencies read off the linear block (or the Jacobian at 0)
+    when a near-null combination of the fitted library moves those coefficients: the
+    data do not fix them (:func:`eae.identifiability.ill_posed`)."""
+    fitted = sensitivity[sensitivity["library"] == "as fitted"]
+    ill = bool(fitted["linear_block_ill_posed"].any()) if len(fitted) else False
+    ill_jac = bool(fitted["jacobian_ill_posed"].any()) if len(fitted) else False
+    freq = freq.copy()
+    jacobian = freq["method"].str.contains("Jacobian at 0", regex=False)
+    linear = ~jacobian & freq["method"].str.contains("linear block|sqrt\\(-xi", regex=True)
+    text = "ill-posed: a near-null combination of the library moves these coefficients"
+    freq["note"] = np.where((linear & ill) | (jacobian & ill_jac), text, "")
+    return freq
+
+
+def reproduction_notes(freq: pd.DataFrame, tolerance: float) -> list[str]:
+    """Whether each integrated identified model reproduces the simulation's ω (within
+    ``tolerance``): the claim a model built from the significant terms makes."""
+    notes = []
+    sim = float(freq.loc[0, "omega"])
+    rows = freq[freq["method"] == "integrated trajectory, sinusoid fit"]
+    for r in rows.itertuples():
+        err = (r.omega - sim) / sim if np.isfinite(r.omega) and sim else math.nan
+        ok = np.isfinite(err) and abs(err) <= tolerance
+        verdict = ("reproduces the dynamics" if ok else
+                   "**does not reproduce the dynamics**")
+        omega = f"{r.omega:.4g}" if np.isfinite(r.omega) else "no oscillation"
+        pct = f"{100 * err:+.1f} %" if np.isfinite(err) else "—"
+        notes.append(f"{r.source}: ω of the integrated model {omega} vs simulation {sim:.4g} "
+                     f"({pct}): {verdict} (tolerance {100 * tolerance:g} %).")
+    return notes
+
+
+def _write_identifiability(result: Mapping, params: AnalysisParams, md_path, csv_path) -> None:
+    from eae.identifiability import identifiability_markdown
+
+    ident = result["identifiability"]
+    if ident is None:
+        text = ("# SINDy identifiability\n\nNot available: the coefficient store has no "
+                "`latent_velocity` (rerun rd_coefficients with this version).\n")
+        md_path.write_text(text)
+        pd.DataFrame().to_csv(csv_path, index=False)
+        return
+    omega_sim = float(result["frequency"].loc[0, "omega"])
+    md_path.write_text(identifiability_markdown(ident["sensitivity"], ident["robust"],
+                                                ident["null_equations"], omega_sim,
+                                                params.threshold)
+                       + f"\nRe-solved on {ident['members']} evenly spaced members.\n")
+    ident["sensitivity"].to_csv(csv_path, index=False, float_format="%.6g")
 
 
 def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs: Mapping) -> dict:
@@ -657,7 +763,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
     started = now_iso()
     params = AnalysisParams.from_dict(cfg)
     missing = sorted({"table_csv", "table_md", "fig_correlation", "fig_kde", "fig_dynamics",
-                      "frequency"} - set(outputs))
+                      "frequency", "identifiability", "sensitivity"} - set(outputs))
     if missing:
         raise KeyError(f"rd_analysis: output path(s) {missing} not given")
     ds = open_ensemble(coefficients_path)
@@ -675,7 +781,9 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
         for p in tmp.values():
             p.parent.mkdir(parents=True, exist_ok=True)
         result["table"].to_csv(tmp["table_csv"], index=False, float_format="%.6g")
-        tmp["table_md"].write_text(table4_markdown(result["table"], params.threshold))
+        tmp["table_md"].write_text(table4_markdown(result["table"], params.threshold,
+                                                   notes=result["notes"]))
+        _write_identifiability(result, params, tmp["identifiability"], tmp["sensitivity"])
         result["frequency"].to_csv(tmp["frequency"], index=False, float_format="%.6g")
         plot_correlation(result["correlation"],
                          coefficient_labels(result["terms"], result["latents"]),

@@ -328,7 +328,7 @@ def train_sindy_stage(cfg: Mapping, data_path, out_dir, checkpoint_dir=None,
 def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg: Mapping,
                   test_loss: bool = False):
     """``record()`` for :func:`eae.ensemble.sample_ensemble`: per encoder sample, Ξ on
-    the whole test set (from z and ż = J_E ẋ), the test latents z and (with
+    the whole test set (from z and ż = J_E ẋ), the test latents z and velocities ż and (with
     ``test_loss``, which doubles the cost: the decoder JVP) the test loss; every array
     has a leading chain axis."""
     ridge = float(loss_cfg.get("ridge", 0.0))
@@ -342,15 +342,18 @@ def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg:
     def compute():
         z, z_dot = jvp(encode_each_of(trainer.encoder), x_t, xd_t)  # [C, N, latent]
         xi = least_squares(sindy_library(z), z_dot, ridge)
-        return xi, z
+        return xi, z, z_dot
 
     compute_loss = tf.function(lambda: loss_fn(trainer.encoder, trainer.decoder, tiled))
 
     def record():
-        xi, z = compute()
+        xi, z, z_dot = compute()
         out = {
             "coefficients": (("term", "latent"), xi.numpy()),
             "latent_code": (("sample", "latent"), z.numpy()),
+            # ż = J_E ẋ, so the analysis can re-solve Ξ on the stored codes
+            # (eae.identifiability) without retraining
+            "latent_velocity": (("sample", "latent"), z_dot.numpy()),
         }
         if test_loss:
             out["test_loss"] = ((), np.asarray(compute_loss().numpy(), np.float32))
@@ -364,7 +367,8 @@ def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
     thermostat chain where training ended; per member Ξ on the test data → Zarr.
 
     Store: ``coefficients`` (member, term, latent) — the coefficient of library term
-    ``term`` in dz_latent/dt —, ``latent_code`` (member, sample, latent): test latents;
+    ``term`` in dz_latent/dt —, ``latent_code`` and ``latent_velocity`` (member, sample,
+    latent): test latents z and their time derivatives ż = J_E ẋ;
     ``loss``, ``kinetic_temperature`` and (if
     ``ensemble.test_loss``) ``test_loss`` (member); the ensemble means
     ``coefficients_mean`` and ``latent_code_mean``, coords ``term`` (names), ``latent``

@@ -206,7 +206,7 @@ def test_schema_defaults_equal_analysis_params(repo_root):
 # -- the stage on a synthetic ensemble -------------------------------------------------------
 
 
-def _write_stores(tmp_path, omega=0.9, n_members=60):
+def _write_stores(tmp_path, omega=0.9, n_members=60, velocities=True):
     from eae.io import write_zarr
 
     data = synthetic_oscillator(n=6, n_snapshots=500, dt=0.1, omega=omega, n_test=250,
@@ -218,6 +218,8 @@ def _write_stores(tmp_path, omega=0.9, n_members=60):
     z = np.stack([np.cos(omega * t), np.sin(omega * t)], 1)
     codes = z[None] + rng.normal(0, 0.01, (n_members,) + z.shape)
     coeffs = _oscillator_xi(omega)[None] + rng.normal(0, 0.02, (n_members, len(TERMS), 2))
+    z_dot = omega * np.stack([-np.sin(omega * t), np.cos(omega * t)], 1)
+    z_dot = z_dot[None] + rng.normal(0, 0.01, (n_members,) + z.shape)
     ds = xr.Dataset(
         {"coefficients": (("member", "term", "latent"), coeffs.astype(np.float32)),
          "latent_code": (("member", "sample", "latent"), codes.astype(np.float32)),
@@ -226,6 +228,8 @@ def _write_stores(tmp_path, omega=0.9, n_members=60):
         coords={"member": np.arange(n_members), "sample": np.arange(len(t)),
                 "time": ("sample", t), "term": np.array(TERMS, dtype=object),
                 "latent": np.array(LATENTS, dtype=object)})
+    if velocities:
+        ds["latent_velocity"] = (("member", "sample", "latent"), z_dot.astype(np.float32))
     write_zarr(ds, tmp_path / "coefficients.zarr", provenance={"config": {"members": n_members}})
     return tmp_path / "coefficients.zarr", tmp_path / "dataset.zarr"
 
@@ -237,14 +241,31 @@ def test_rd_analysis_stage_writes_every_output(tmp_path):
                    fig_correlation=results / "figures/rd_fig4_correlation.png",
                    fig_kde=results / "figures/rd_fig1d_kde.png",
                    fig_dynamics=results / "figures/rd_fig1ef_dynamics.png",
-                   frequency=results / "rd/frequency.csv")
-    res = ra.rd_analysis_stage({"n_member_trajectories": 3}, coeff_path, data_path, outputs)
+                   frequency=results / "rd/frequency.csv",
+                   identifiability=results / "tables/table4_identifiability.md",
+                   sensitivity=results / "rd/sindy_sensitivity.csv")
+    res = ra.rd_analysis_stage({"n_member_trajectories": 3, "sensitivity_members": 20},
+                               coeff_path, data_path, outputs)
     for path in outputs.values():
         assert path.exists() and path.stat().st_size > 0
     for key in ("fig_correlation", "fig_kde", "fig_dynamics"):
         assert outputs[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(outputs["table_csv"])
-    assert list(table["term"]) == TERMS and len(table.columns) == 7
+    assert list(table["term"]) == TERMS and len(table.columns) == 9
+    assert set(table["z1dot_status"]) <= {"robust", "depends"}
+    # codes within [-1, 1]: sin z ≈ z, so the linear block is not fixed by the data
+    sens = pd.read_csv(outputs["sensitivity"])
+    assert len(sens) == 4 * (2 * 11) + 4 * (2 * 11) + 4 * (2 * 12)  # ridges x libraries x terms
+    assert sens.groupby(["library", "ridge"]).ngroups == 12
+    fitted = sens[sens["library"] == "as fitted"]
+    assert fitted["linear_block_ill_posed"].all() and (fitted["condition_number"] > 1e2).all()
+    report = outputs["identifiability"].read_text()
+    assert "sin(z1)" in report and "≈ 0 (relative singular value" in report and "(ill-posed)" in report
+    for setting in sens.groupby(["library", "ridge"]).first().itertuples():
+        assert setting.omega_integrated == pytest.approx(0.9, rel=0.05), setting.Index
+    md = outputs["table_md"].read_text()
+    assert "mean model (significant terms): ω of the integrated model" in md
+    assert "reproduces the dynamics" in md
     freq = pd.read_csv(outputs["frequency"])
     assert freq.loc[0, "source"] == "simulation"
     assert freq.loc[0, "omega"] == pytest.approx(0.9, rel=0.01)
@@ -252,11 +273,27 @@ def test_rd_analysis_stage_writes_every_output(tmp_path):
     assert set(traj.index) >= {"mean model (all terms)", "mode model (significant terms)"}
     assert traj["mean model (all terms)"] == pytest.approx(0.9, rel=0.01)
     assert traj["mean model (significant terms)"] == pytest.approx(0.9, rel=0.01)
-    lin = freq[freq["method"] == "eigenvalues of the linear block"].set_index("source")["omega"]
-    assert lin["mean model (all terms)"] == pytest.approx(0.9, rel=0.02)
+    lin = freq[freq["method"] == "eigenvalues of the linear block"].set_index("source")
+    assert lin.loc["mean model (all terms)", "omega"] == pytest.approx(0.9, rel=0.02)
+    assert lin["note"].str.startswith("ill-posed").all()
+    # z − sin z ≈ 0 leaves ξ[z] and ξ[sin z] apart unfixed, but not their sum
+    jac = freq[freq["method"].str.contains("Jacobian at 0")]
+    assert (jac["note"].fillna("") == "").all()
     sidecar = results / "provenance/rd/frequency.csv.json"
     assert json.loads(sidecar.read_text())["stage"] == "rd_analysis"
     assert res["equations"]["mean model (significant terms)"][0].startswith("dz1/dt = -0.9")
+
+
+def test_identifiability_report_needs_stored_velocities(tmp_path):
+    coeff_path, data_path = _write_stores(tmp_path, n_members=10, velocities=False)
+    outputs = {k: tmp_path / f"out/{k}.{ext}" for k, ext in
+               (("table_csv", "csv"), ("table_md", "md"), ("fig_correlation", "png"),
+                ("fig_kde", "png"), ("fig_dynamics", "png"), ("frequency", "csv"),
+                ("identifiability", "md"), ("sensitivity", "csv"))}
+    res = ra.rd_analysis_stage({"n_member_trajectories": 1}, coeff_path, data_path, outputs)
+    assert res["identifiability"] is None
+    assert "no `latent_velocity`" in outputs["identifiability"].read_text()
+    assert "z1dot_status" not in pd.read_csv(outputs["table_csv"]).columns
 
 
 def test_rd_analysis_stage_rejects_a_wrong_store(tmp_path):
@@ -268,5 +305,6 @@ def test_rd_analysis_stage_rejects_a_wrong_store(tmp_path):
         ra.rd_analysis_stage({}, tmp_path / "bad.zarr", data_path,
                              {k: tmp_path / f"{k}.out" for k in
                               ("table_csv", "table_md", "fig_correlation", "fig_kde",
-                               "fig_dynamics", "frequency")})
+                               "fig_dynamics", "frequency", "identifiability",
+                               "sensitivity")})
     assert not (tmp_path / "table_csv.out").exists()

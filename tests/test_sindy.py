@@ -337,7 +337,8 @@ def test_end_to_end_identifies_the_oscillation_frequency(trained, oscillator_sto
     root, _ = trained
     outputs = {k: tmp_path / f"{k}.{ext}" for k, ext in
                (("table_csv", "csv"), ("table_md", "md"), ("fig_correlation", "png"),
-                ("fig_kde", "png"), ("fig_dynamics", "png"), ("frequency", "csv"))}
+                ("fig_kde", "png"), ("fig_dynamics", "png"), ("frequency", "csv"),
+                ("identifiability", "md"), ("sensitivity", "csv"))}
     rd_analysis_stage({}, root / "coefficients.zarr", oscillator_store, outputs)
     freq = pd.read_csv(outputs["frequency"])
     assert freq.loc[0, "omega"] == pytest.approx(0.9, rel=0.01)  # the data themselves

@@ -76,6 +76,8 @@ def result_targets(wildcards=None):
             "results/figures/rd_fig1d_kde.png",
             "results/figures/rd_fig1ef_dynamics.png",
             "results/rd/frequency.csv",
+            "results/tables/table4_identifiability.md",
+            "results/rd/sindy_sensitivity.csv",
         ]
     return targets
 

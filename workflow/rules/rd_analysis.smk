@@ -1,5 +1,6 @@
-# Analysis of the SINDy-EAE coefficient ensemble (SPEC §3.1): Table 4, Figs 4, 1d, 1e–f
-# and the identified oscillation frequency. Settings config["rd"]["analysis"]
+# Analysis of the SINDy-EAE coefficient ensemble (SPEC §3.1): Table 4, Figs 4, 1d, 1e–f,
+# the identified oscillation frequency and the identifiability report (eae.identifiability,
+# re-solved on the stored codes). Settings config["rd"]["analysis"]
 # (schemas/rd_analysis.schema.yaml).
 
 
@@ -35,6 +36,8 @@ rule rd_analysis:
             category="Reaction–diffusion (SINDy-EAE)",
             caption="../report/rd_frequency.rst",
         ),
+        identifiability="results/tables/table4_identifiability.md",
+        sensitivity="results/rd/sindy_sensitivity.csv",
     log:
         "results/logs/rd/analysis.log",
     benchmark:
