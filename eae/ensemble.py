@@ -100,6 +100,9 @@ def sample_ensemble(
                 sums[name] = sums.get(name, 0.0) + np.asarray(arr, np.float64).sum(axis=0)
             values["loss"] = ((), np.asarray(info.loss.numpy()[-1]))
             values["kinetic_temperature"] = ((), np.asarray(info.kinetic_temperature.numpy()[-1]))
+            # ‖θ − θ₀‖ against the global step: does the ensemble stay put (eae.wellposed)?
+            values["param_displacement"] = ((), trainer.displacement())
+            values["step"] = ((), np.full(chains, step, np.int64))
             if measured:
                 conf = (trainer.measure_configurational(_CONF_KEY + step) if draw in measured
                         else (np.full(chains, np.nan),) * 2)
@@ -116,6 +119,7 @@ def sample_ensemble(
                  "burn_in": int(burn_in), "temperature": target,
                  "tconf_draws": len(measured)}
         attrs.update(_temperature_attrs(writer, target, trainer.sampler_config))
+        attrs.update(_wellposed_attrs(writer.written(), "ensemble_", "ensemble sampling"))
         if history is not None:
             attrs.update(_training_attrs(history))
         return writer.close(extra=means if mean_of else None, attrs=attrs,
@@ -182,10 +186,29 @@ def _training_attrs(history) -> dict:
     import pandas as pd
 
     from eae.temperature import training_temperatures
+    from eae.wellposed import slope_attrs, training_slopes
 
     if not isinstance(history, pd.DataFrame):
         history = pd.read_csv(history)
-    return training_temperatures(history).as_attrs("train_")
+    return {**training_temperatures(history).as_attrs("train_"),
+            **slope_attrs("train_", training_slopes(history))}
+
+
+def _wellposed_attrs(ds, prefix: str, phase: str) -> dict:
+    """Slope of ‖θ − θ₀‖ over the last half of the draws, with a log warning when the
+    ensemble keeps spreading (an improper exp(−L/T), :mod:`eae.wellposed`)."""
+    from eae.wellposed import IMPROPER_SLOPE, ensemble_slopes, slope_attrs
+
+    attrs = slope_attrs(prefix, ensemble_slopes(ds))
+    slope = attrs[f"{prefix}displacement_slope"]
+    if np.isfinite(slope) and slope > IMPROPER_SLOPE:
+        logger.warning("improper ensemble: during %s ‖θ − θ₀‖ keeps growing (log–log slope "
+                       "%.2f > %.2f against steps), so the members are no draws of a "
+                       "stationary ensemble: either exp(−L/T) does not confine the encoder "
+                       "at this T (free diffusion; lower sampler.temperature) or the encoder "
+                       "is still drifting downhill (not relaxed; more steps)", phase, slope,
+                       IMPROPER_SLOPE)
+    return attrs
 
 
 def _stack(buffer: list[dict], first_draw: int) -> xr.Dataset:

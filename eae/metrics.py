@@ -779,10 +779,19 @@ def _temperature_note(name: str, r: Mapping[str, Any]) -> str:
     """The EAE's measured temperatures (eae.temperature) as a note, flagged when out."""
     if "T flag" not in r or not isinstance(r["T flag"], str):
         return f"- {name} EAE temperature: not measured (a store from before eae.temperature)."
-    cells = ", ".join(f"{c} {float(r[c]):.3g}" for c in TEMPERATURE_COLUMNS[:-1])
+    cells = ", ".join(f"{c} {float(r[c]):.3g}" for c in TEMPERATURE_COLUMNS[:4])
     flag = ("**" + r["T flag"] + "** — the ensemble is not at its target T; its numbers "
             "describe the temperature it reached") if r["T flag"] != "ok" else "within the bands"
-    return f"- {name} EAE temperature (measured, ratio to the target T): {cells}; {flag}."
+    text = f"- {name} EAE temperature (measured, ratio to the target T): {cells}; {flag}."
+    improper = r.get("improper")
+    if isinstance(improper, str) and improper != "not measured":
+        growth = ", ".join(f"{c} {float(r[c]):.2f}" for c in ("θ growth train", "θ growth ensemble"))
+        text += (f" Ensemble well-posedness (log–log slope of ‖θ − θ₀‖ against steps over "
+                 f"the last half of each phase; > 0.25 = improper): {growth}; "
+                 + ("**" + improper + "**: θ keeps moving away, so the members are no draws "
+                    "of a stationary ensemble (exp(−L/T) does not confine the encoder, or it "
+                    "is still drifting)" if improper != "ok" else "stationary") + ".")
+    return text
 
 
 def _scales(frames: Sequence[pd.DataFrame]) -> str:

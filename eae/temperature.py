@@ -223,7 +223,9 @@ def ensemble_temperatures(ds) -> TemperatureCheck:
 
 #: the columns :func:`temperature_columns` adds to a result's row
 TEMPERATURE_COLUMNS = ["T_kin/T train", "T_conf/T train", "T_kin/T ensemble",
-                       "T_conf/T ensemble", "T flag"]
+                       "T_conf/T ensemble", "T flag",
+                       # eae.wellposed.WELLPOSED_COLUMNS (stated here: no import cycle)
+                       "θ growth train", "θ growth ensemble", "improper"]
 
 
 def temperature_columns(train: TemperatureCheck | None, ens: TemperatureCheck | None) -> dict:
@@ -241,9 +243,15 @@ def temperature_columns(train: TemperatureCheck | None, ens: TemperatureCheck | 
 
 def store_temperature_columns(attrs) -> dict:
     """:func:`temperature_columns` of an ensemble store's attributes (``train_…`` from
-    training's history, ``ensemble_…`` from the draws; see :func:`eae.ensemble.sample_ensemble`)."""
-    return temperature_columns(TemperatureCheck.from_attrs(attrs, "train_"),
-                               TemperatureCheck.from_attrs(attrs, "ensemble_"))
+    training's history, ``ensemble_…`` from the draws; see :func:`eae.ensemble.sample_ensemble`),
+    followed by the well-posedness columns of :mod:`eae.wellposed` (the growth of
+    ‖θ − θ₀‖ and the ``improper`` flag): every table that shows the temperature an
+    ensemble reached also shows whether it is a proper ensemble at all."""
+    from eae.wellposed import store_wellposed_columns
+
+    return {**temperature_columns(TemperatureCheck.from_attrs(attrs, "train_"),
+                                  TemperatureCheck.from_attrs(attrs, "ensemble_")),
+            **store_wellposed_columns(attrs)}
 
 
 def remedy(thermostat: str, chain_length: int, check: TemperatureCheck | None = None) -> str:

@@ -221,6 +221,9 @@ class EAETrainer:
         self._refresh = tf.function(self._refresh_impl)
         self._val_loss = tf.function(lambda: self._chain_losses(self.val))
         self._conf_terms = tf.function(self._conf_terms_impl)
+        # the initial weights θ₀: ‖θ − θ₀‖ tells a proper ensemble from free diffusion
+        self.theta0 = [tf.Variable(v.read_value(), trainable=False) for v in self.enc_vars]
+        self._displacement = tf.function(self._displacement_impl)
         # a fixed evaluation batch for the code scale (nothing fixes an EAE's code scale)
         self._scale_batch = self.train[0][:CODE_SCALE_BATCH]
         self._code_scale = tf.function(self._code_scale_impl)
@@ -297,6 +300,18 @@ class EAETrainer:
         codes = tf.reshape(codes, [tf.shape(codes)[0], -1])
         return tf.reduce_mean(tf.math.reduce_variance(codes, axis=0))
 
+    def _displacement_impl(self):
+        total = tf.zeros([self.chains], tf.float64)
+        for v, v0 in zip(self.enc_vars, self.theta0):
+            d = tf.cast(tf.reshape(v - v0, [self.chains, -1]), tf.float64)
+            total += tf.reduce_sum(tf.square(d), axis=1)
+        return tf.sqrt(total)
+
+    def displacement(self) -> np.ndarray:
+        """Per chain [C]: ‖θ − θ₀‖ of the encoder from its initial weights
+        (:mod:`eae.wellposed`)."""
+        return self._displacement().numpy()
+
     def code_scale(self) -> float:
         """Mean per-unit variance of chain 0's codes on a fixed evaluation batch (the first
         ``CODE_SCALE_BATCH`` training samples): the scale activity thresholds compare to."""
@@ -360,6 +375,7 @@ class EAETrainer:
                                        else float("nan")),
             "xi1": float(np.mean(info.xi1.numpy()[-1])),
             "code_scale": self.code_scale(),
+            **{f"param_displacement_c{c}": float(d) for c, d in enumerate(self.displacement())},
             "round_seconds": time.perf_counter() - t0,
         }
         if self.chains > 1:
@@ -458,6 +474,8 @@ class EAETrainer:
         for i, (q, g) in enumerate(zip(self.sampler.displacement, s.grad)):
             arrays[f"state/displacement/{i}"] = q.numpy()
             arrays[f"state/grad/{i}"] = g.numpy()
+        for i, v in enumerate(self.theta0):
+            arrays[f"theta0/{i}"] = v.numpy()
         return arrays
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
@@ -477,6 +495,9 @@ class EAETrainer:
                 for i, v in enumerate(variables):
                     v.assign(data[f"{prefix}/{i}"])
             n = len(self.enc_vars)
+            if "theta0/0" in data:  # older checkpoints lack θ₀: the builder's weights stand
+                for i, v in enumerate(self.theta0):
+                    v.assign(data[f"theta0/{i}"])
             for i, q in enumerate(self.sampler.displacement):
                 q.assign(data[f"state/displacement/{i}"])
             self.state = simmering.SimmeringState(

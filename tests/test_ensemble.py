@@ -119,6 +119,34 @@ def test_store_carries_the_measured_temperatures_of_training_and_sampling(tmp_pa
     assert cols["T flag"].startswith("FLAGGED") == (check.flagged or train.flagged)
 
 
+def test_a_hot_ensemble_that_diffuses_is_flagged_improper(tmp_path, caplog):
+    """At T ≫ any loss exp(−L/T) is improper: ‖θ − θ₀‖ keeps growing in training and
+    sampling alike, and the store, its table columns and the log say so."""
+    from eae.temperature import store_temperature_columns
+    from eae.wellposed import IMPROPER_SLOPE
+
+    slopes = {}
+    for name, temperature in (("hot", 1.0),):
+        trainer = make_trainer(updates=6, steps=20, temperature=temperature, runaway_factor=1e9)
+        history = trainer.fit(tmp_path / name / "model")
+        assert (history["param_displacement_c0"] > 0).all()
+        with caplog.at_level("WARNING", logger="eae"):
+            path = sample_ensemble(trainer, record_for(trainer), tmp_path / name / "ens.zarr",
+                                   n_members=40, history=history)
+        store = open_zarr(path)
+        assert store["param_displacement"].dims == ("chain", "draw")
+        assert np.all(np.diff(store["step"].values[0]) == 1)
+        slopes[name] = (store.attrs["train_displacement_slope"],
+                        store.attrs["ensemble_displacement_slope"])
+        cols = store_temperature_columns(store.attrs)
+        assert cols["θ growth ensemble"] == slopes[name][1]
+        slopes[name] += (cols["improper"],)
+    assert slopes["hot"][0] > IMPROPER_SLOPE and slopes["hot"][1] > IMPROPER_SLOPE
+    assert slopes["hot"][2] == "IMPROPER: train, ensemble"
+    assert "improper ensemble: during ensemble sampling" in caplog.text
+    assert "free diffusion" in caplog.text and "still drifting" in caplog.text
+
+
 def test_measured_draws_are_evenly_spaced_and_end_at_the_last():
     from eae.ensemble import measured_draws
 

@@ -51,6 +51,7 @@ FAKE_TEMPERATURE_ATTRS = {
     **TemperatureCheck(1.01, 40.0, (1.0, 1.02), (30.0, 50.0),
                        ("T_conf/T outside [0.75, 1.33] in chain(s) [0, 1]: 30, 50",)).as_attrs("train_"),
     **TemperatureCheck(0.99, 1.1, (0.98, 1.0), (1.0, 1.2), ()).as_attrs("ensemble_"),
+    "train_displacement_slope": 0.05, "ensemble_displacement_slope": 0.48,
 }
 
 
@@ -280,6 +281,8 @@ def test_model_metrics_on_fake_results(fake):
     md = metrics.table1_markdown(metrics.table1([frame]), [frame])
     assert "MNIST EAE temperature (measured, ratio to the target T): T_kin/T train 1.01, T_conf/T train 40" in md
     assert "**FLAGGED: train**" in md
+    assert eae["improper"] == "IMPROPER: ensemble" and eae["θ growth ensemble"] == 0.48
+    assert "θ growth train 0.05, θ growth ensemble 0.48; **IMPROPER: ensemble**" in md
     assert eae["active_units"] == 2 and eae["active_units_all_samples"] == 3
     assert eae["active_units_member_mean"] == 2.0 and eae["n_members"] == N_MEMBERS
     for model in ("eae", "vae", "ae", "pca"):  # the same rule on every model's codes
