@@ -418,10 +418,15 @@ def diagnostics_stage(store_path: str | os.PathLike, out_csv: str | os.PathLike,
     diagnostics_figure(ds, out_figure, variables=STAGE_FIGURE_VARIABLES)
     messages = check_convergence(table, rhat_max=rhat_max, ess_min=ess_min)
     log.info("convergence diagnostics of %s:\n%s", store_path, table.to_string(index=False))
+    numbers = {k: v for k, v in temperatures.items() if not isinstance(v, str)}
     if temperatures["T flag"] != "ok":
         messages.append(f"measured temperature {temperatures['T flag']}: "
-                        + ", ".join(f"{k} {v:.3g}" for k, v in temperatures.items()
-                                    if k != "T flag"))
+                        + ", ".join(f"{k} {v:.3g}" for k, v in numbers.items()
+                                    if k.startswith("T_")))
+    if temperatures["improper"].startswith("IMPROPER"):
+        messages.append(f"{temperatures['improper']}: ‖θ − θ₀‖ keeps growing ("
+                        + ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()
+                                    if k.startswith("θ")) + "): not a stationary ensemble")
     for message in messages:
         log.warning("convergence: %s", message)
     if provenance is not None:

@@ -32,7 +32,14 @@ temperature, the shared :class:`eae.train.EAETrainer`), :func:`ensemble_faces_st
 The "generic vs individual" measure (:func:`generic_ratio`): the mean pairwise
 Euclidean distance between the reconstructions of different test faces divided by
 that between the originals. 1 means reconstructions differ from each other as much as
-the faces do; 0 means every face is reconstructed as the same generic face.
+the faces do; 0 means every face is reconstructed as the same image — which a dead
+decoder's flat grey output also achieves. Hence :func:`generic_share`: the share of
+test reconstructions that correlate ≥ 0.9 with the training mean face (a constant
+image counts as a failure), beside the same share of the test faces themselves. The
+paper's claim (a hot EAE reconstructs every face as one generic *face*) is marked
+reproduced (column ``paper_claim`` of the hot row) only when the hot ensemble is
+stationary (:mod:`eae.wellposed`) and its generic share exceeds both the originals'
+and the cold model's.
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ __all__ = [
     "ensemble_faces_stage",
     "mean_pairwise_distance",
     "generic_ratio",
+    "generic_share",
     "identification_accuracy",
     "FacesRun",
     "faces_metrics",
@@ -644,6 +652,27 @@ def generic_ratio(reconstructions: np.ndarray, originals: np.ndarray) -> float:
     return mean_pairwise_distance(reconstructions) / mean_pairwise_distance(originals)
 
 
+#: a reconstruction is the generic face when it correlates at least this with the mean face
+GENERIC_CORRELATION = 0.9
+
+
+def generic_share(images: np.ndarray, mean_face: np.ndarray,
+                  threshold: float = GENERIC_CORRELATION) -> float:
+    """Share of ``images`` whose Pearson correlation over pixels with the training mean
+    face is at least ``threshold``. A constant image has no correlation and counts as
+    a failure, never as generic: a dead decoder's flat grey output is no face at all
+    (:func:`generic_ratio` reports it as perfectly generic)."""
+    x = _flat64(images)
+    m = np.asarray(mean_face, np.float64).ravel()
+    x = x - x.mean(axis=1, keepdims=True)
+    m = m - m.mean()
+    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(m)
+    scale = np.abs(x).max(axis=1) if x.size else np.zeros(0)
+    ok = (norms > 0) & (scale > 1e-6)
+    corr = np.where(ok, (x @ m) / np.where(ok, norms, 1.0), -np.inf)
+    return float(np.mean(corr >= threshold)) if len(x) else math.nan
+
+
 def identification_accuracy(reconstructions: np.ndarray, originals: np.ndarray) -> float:
     """Fraction of reconstructions whose nearest original (Euclidean) is their own face."""
     r, o = _flat64(reconstructions), _flat64(originals)
@@ -705,6 +734,7 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
     history = pd.read_csv(Path(run.model_dir) / "history.csv")
     last = history.iloc[-1]
     within, between = _latent_spread(ens)
+    mean_face = to_float(load_faces(data_path, "train").images).astype(np.float64).mean(axis=0)
     row = {
         "temperature": run.temperature,
         "n_test": len(originals),
@@ -713,6 +743,8 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
         "pairwise_distance_reconstructions": mean_pairwise_distance(recon),
         "pairwise_distance_originals": mean_pairwise_distance(originals),
         "generic_ratio": generic_ratio(recon, originals),
+        "generic_share": generic_share(recon, mean_face),
+        "generic_share_originals": generic_share(originals, mean_face),
         "identification_accuracy": identification_accuracy(recon, originals),
         "latent_member_std": within,
         "latent_face_std": between,
@@ -735,12 +767,35 @@ def faces_table_stage(runs: Sequence[FacesRun], data_path, table_path,
         row, originals, recon = faces_metrics(run, data_path, batch_size)
         rows.append({"role": role, **row})
         images[run.temperature] = (originals, recon)
-        log.info("T = %g (%s): generic ratio %.3f, identification %.2f, test MSE %.4g",
-                 run.temperature, role, row["generic_ratio"], row["identification_accuracy"],
-                 row["test_mse"])
+        log.info("T = %g (%s): generic ratio %.3f, generic share %.2f (test faces %.2f), "
+                 "identification %.2f, test MSE %.4g, ensemble %s", run.temperature, role,
+                 row["generic_ratio"], row["generic_share"], row["generic_share_originals"],
+                 row["identification_accuracy"], row["test_mse"], row["improper"])
     table = pd.DataFrame(rows)
+    table["paper_claim"] = ""
+    if len(table) > 1:
+        hot = table.index[table["role"] == "hot"][0]
+        verdict = generic_verdict(table.loc[hot], table[table["role"] == "cold"].iloc[0])
+        table.loc[hot, "paper_claim"] = verdict
+        log.info("faces: hot model's generic face: %s", verdict)
     write_csv_atomic(table, table_path, float_format="%.6g")
     return table, images
+
+
+def generic_verdict(hot: Mapping[str, Any], cold: Mapping[str, Any]) -> str:
+    """"reproduced" when the hot ensemble is stationary and reconstructs more test faces
+    as the mean face than the test faces themselves are and than the cold model does;
+    otherwise "not reproduced" and why."""
+    why = []
+    improper = str(hot.get("improper", ""))
+    if improper.startswith("IMPROPER"):
+        why.append(f"the hot ensemble is {improper.lower()} (θ keeps growing)")
+    share, own, cold_share = (float(hot["generic_share"]), float(hot["generic_share_originals"]),
+                              float(cold["generic_share"]))
+    if not share > max(own, cold_share):
+        why.append(f"generic share {share:.2f} not above the test faces' own {own:.2f} and the "
+                   f"cold model's {cold_share:.2f}")
+    return "reproduced" if not why else "not reproduced: " + "; ".join(why)
 
 
 # --------------------------------------------------------------------------- figure

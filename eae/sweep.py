@@ -84,7 +84,8 @@ ANALYSIS_KEYS = ("active_threshold", "relative_active_fraction", "pca_variance",
                  "chunk_members")
 RULE = ("recommended T = the highest constant temperature whose test MSE ≤ mse_factor × "
         "the test MSE of the coldest constant run (the coldest when none qualifies), among "
-        "the points whose measured temperature is not flagged (none when all are)")
+        "the points whose measured temperature is not flagged and whose ensemble is not "
+        "improper (none when all are)")
 
 
 # --------------------------------------------------------------------------- experiments
@@ -517,8 +518,10 @@ def _finite(x) -> float | None:
 
 
 def _is_flagged(row: Mapping[str, Any]) -> bool:
-    flag = row.get("T flag")
-    return isinstance(flag, str) and flag != "ok"
+    """Not at its target T, or not a stationary ensemble (eae.wellposed)."""
+    flag, improper = row.get("T flag"), row.get("improper")
+    return ((isinstance(flag, str) and flag != "ok")
+            or (isinstance(improper, str) and improper.startswith("IMPROPER")))
 
 
 def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
@@ -540,7 +543,8 @@ def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
         raise ValueError("sweep: the rule needs at least one constant-temperature run")
     rows = const.to_dict("records")
     excluded = [{"point": r["point"], "temperature": float(r["temperature"]),
-                 "T flag": r["T flag"]} for r in rows if _is_flagged(r)]
+                 "T flag": r["T flag"], "improper": r.get("improper")}
+                for r in rows if _is_flagged(r)]
     usable = [r for r in rows if not _is_flagged(r)]
     result = {"rule": RULE, "mse_factor": float(mse_factor), "excluded": excluded}
     if not usable:
@@ -549,8 +553,8 @@ def recommend(frame: pd.DataFrame, mse_factor: float) -> dict[str, Any]:
                 "coldest_temperature": None, "coldest_test_mse": None, "threshold_mse": None,
                 "fallback": False, "candidates": [],
                 "reason": "every constant-temperature point is flagged: no ensemble reached "
-                          "the temperature its row names (see T_kin/T, T_conf/T), so the "
-                          "rule has no run to compare"}
+                          "the temperature its row names (see T_kin/T, T_conf/T) as a "
+                          "stationary ensemble (θ growth), so the rule has no run to compare"}
     coldest = usable[0]
     cold_mse = _finite(coldest["test_mse"])
     threshold = float(mse_factor) * cold_mse if cold_mse is not None else None
@@ -633,7 +637,7 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
     experiment = str(frame["experiment"].iloc[0])
     header = ["point", "schedule", "final T", "test MSE", "active units", "active (relative)",
               "PCs 99 %", "code scale", "probe acc.",
-              "T_kin/T train / ens.", "T_conf/T train / ens.", "T flag",
+              "T_kin/T train / ens.", "T_conf/T train / ens.", "T flag", "θ growth train / ens.",
               "loss sd", "loss q95−q05", "R̂ max", "ESS bulk / tail min", "flags", "wall s"]
     lines = [f"# Temperature sweep: {experiment}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -652,6 +656,9 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
                  f"{_fmt(r.get('T_kin/T train'), '.3g')} / {_fmt(r.get('T_kin/T ensemble'), '.3g')}",
                  f"{_fmt(r.get('T_conf/T train'), '.3g')} / {_fmt(r.get('T_conf/T ensemble'), '.3g')}",
                  _flag_cell(r.get("T flag")),
+                 f"{_fmt(r.get('θ growth train'), '.2f')} / {_fmt(r.get('θ growth ensemble'), '.2f')}"
+                 + (f" **{r['improper']}**" if str(r.get("improper", "")).startswith("IMPROPER")
+                    else ""),
                  _fmt(r["loss_sd"], ".3g"), _fmt(r["loss_spread"], ".3g"),
                  _fmt(r["rhat"], ".3f"),
                  f"{_fmt(r['ess_bulk'], '.0f')} / {_fmt(r['ess_tail'], '.0f')}",
@@ -682,6 +689,11 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
              f"ensemble sampling. T flag: a chain left T_kin/T ∈ {list(KINETIC_BAND)} or "
              f"T_conf/T ∈ {list(CONFIGURATIONAL_BAND)}; such a row describes a run at another "
              "temperature than its label.",
+             "- θ growth: log–log slope of ‖θ − θ₀‖ against steps over the last half of training "
+             "/ ensemble sampling (eae.wellposed); above 0.25 the encoder keeps moving away "
+             "(**IMPROPER**: exp(−L/T) does not confine it, or it is still drifting), so the "
+             "members are no draws of a stationary ensemble; such points are left out of the "
+             "rule too.",
              "- final T: the temperature the ensemble was sampled at (annealed runs: the end of "
              "their schedule); wall s: the point's job (training, ensemble, scoring; a job that "
              "resumed from a checkpoint counts only its own run)."]
@@ -805,8 +817,8 @@ def sweep_table_stage(row_csvs: Iterable[str | os.PathLike], settings: Mapping[s
     record_outputs(record, [outputs[k] for k in ("csv", "md", "figure", "json")])
     log.info("sweep %s: %s", rec["experiment"], rec["rule"])
     for e in rec["excluded"]:
-        log.warning("sweep %s: point %s left out of the rule: %s", rec["experiment"],
-                    e["point"], e["T flag"])
+        log.warning("sweep %s: point %s left out of the rule: %s; %s", rec["experiment"],
+                    e["point"], e["T flag"], e.get("improper"))
     if rec["recommended_point"] is None:
         log.warning("sweep %s: no recommendation: %s", rec["experiment"], rec["reason"])
     else:

@@ -208,6 +208,24 @@ def test_generic_ratio_and_identification():
     assert mean_pairwise_distance(x) == pytest.approx(10.0 / 3.0)
 
 
+def test_generic_share_counts_mean_faces_and_never_a_flat_image():
+    from eae.faces import generic_share, generic_verdict
+
+    rng = np.random.default_rng(1)
+    mean_face = rng.uniform(size=(6, 6, 1))
+    faces = np.clip(mean_face + rng.normal(0, 0.3, (10, 6, 6, 1)), 0, 1)
+    assert generic_share(np.repeat(mean_face[None], 4, 0), mean_face) == 1.0
+    # a dead decoder: one flat grey image is perfectly "generic" by the ratio, not here
+    flat = np.full((10, 6, 6, 1), 0.5)
+    assert generic_ratio(flat, faces) == pytest.approx(0.0) and generic_share(flat, mean_face) == 0.0
+    assert 0.0 <= generic_share(faces, mean_face) < 1.0
+    hot = {"generic_share": 0.9, "generic_share_originals": 0.6, "improper": "ok"}
+    assert generic_verdict(hot, {"generic_share": 0.2}) == "reproduced"
+    verdict = generic_verdict({**hot, "generic_share": 0.0, "improper": "IMPROPER: train, ensemble"},
+                              {"generic_share": 0.2})
+    assert verdict.startswith("not reproduced") and "improper" in verdict and "0.00" in verdict
+
+
 def test_temperature_tags():
     assert temperature_tag(1e-5) == "1e-05"
     assert temperature_from_tag("1e-08", [1e-5, 1e-8]) == 1e-8
@@ -271,7 +289,9 @@ def test_report_table_figure_and_provenance(tiny_chain):
     saved = pd.read_csv(root / "tables" / "faces.csv")
     assert list(saved["role"]) == ["hot", "cold"]
     assert list(saved["temperature"]) == [1e-4, 1e-6]
-    for col in ("generic_ratio", "test_mse", "identification_accuracy", "latent_member_std"):
+    assert saved.loc[0, "paper_claim"].startswith(("reproduced", "not reproduced"))
+    for col in ("generic_ratio", "generic_share", "generic_share_originals", "test_mse",
+                "identification_accuracy", "latent_member_std"):
         assert np.isfinite(saved[col]).all() and (saved[col] >= 0).all(), col
     assert (saved["n_test"] == 6).all() and (saved["n_members"] == 4).all()
     figure = root / "figures" / "faces_fig3.png"

@@ -165,7 +165,8 @@ def test_rule_leaves_out_points_not_at_their_temperature():
     # the reference is now the coldest unflagged run, 0.3 -> threshold 0.45
     assert rec["coldest_point"] == "T1e-08" and rec["threshold_mse"] == pytest.approx(0.45)
     assert rec["recommended_point"] == "T1e-07"
-    assert rec["excluded"] == [{"point": "T1e-09", "temperature": 1e-9, "T flag": flagged}]
+    assert rec["excluded"] == [{"point": "T1e-09", "temperature": 1e-9, "T flag": flagged,
+                                "improper": None}]
     assert "T1e-09" not in [c["point"] for c in rec["candidates"]]
     frame.loc[frame["point"] == "T1e-07", "T flag"] = flagged  # the winner is flagged too
     assert sweep.recommend(frame, 1.5)["recommended_point"] == "T1e-08"
@@ -173,6 +174,12 @@ def test_rule_leaves_out_points_not_at_their_temperature():
     rec = sweep.recommend(frame.assign(**{"T flag": flagged}), 1.5)
     assert rec["recommended_point"] is None and rec["recommended_temperature"] is None
     assert "flagged" in rec["reason"] and len(rec["excluded"]) == 4
+    # an improper (non-stationary) ensemble is left out as well, even at its target T
+    frame = frame.assign(**{"T flag": "ok", "improper": "ok"})
+    frame.loc[frame["point"] == "T1e-06", "improper"] = "IMPROPER: ensemble"
+    rec = sweep.recommend(frame, 1.5)
+    assert [e["point"] for e in rec["excluded"]] == ["T1e-06"]
+    assert rec["recommended_point"] == "T1e-07"
     # tables from before the measurement (no column, or NaN) are not flagged
     assert sweep.recommend(table([0.25, 0.3]), 1.5)["excluded"] == []
 
