@@ -56,6 +56,7 @@ __all__ = [
 # Where the limits live in the workflow config; named in every warning.
 RHAT_KEY = "sampler.diagnostics.rhat_max"
 ESS_KEY = "sampler.diagnostics.ess_min"
+BETWEEN_KEY = "diagnostics.between_share_max"
 
 MIN_DRAWS = 4  # ArviZ's own minimum for R̂ and ESS
 
@@ -65,7 +66,10 @@ STAGE_FIGURE_VARIABLES = ("loss", "kinetic_temperature", "latent")
 TABLE_COLUMNS = [
     "variable", "elements", "analysed", "constant", "nonfinite", "chains", "draws",
     "rhat", "rhat_median", "ess_bulk", "ess_tail", "ess_bulk_median", "iat", "mean", "sd",
+    "between_chain_share",
 ]
+#: pooled members whose variance is mostly chain offsets (share above this) are reported
+BETWEEN_SHARE_MAX = 0.5
 
 
 @functools.cache
@@ -202,7 +206,21 @@ def _variable_row(name: str, da: xr.DataArray, max_elements: int | None) -> dict
         "iat": chains * draws / ess_bulk if ess_bulk > 0 else math.nan,
         "mean": float(values.mean()) if scalar and not nonfinite[0] else math.nan,
         "sd": float(values.std(ddof=1)) if scalar and not nonfinite[0] else math.nan,
+        "between_chain_share": between_chain_share(values[:, :, ok]),
     }
+
+
+def between_chain_share(values: np.ndarray) -> float:
+    """Σ over components of the variance of the per-chain means divided by Σ of the
+    pooled variance (``values`` [chains, draws, k]): the part of the pooled ensemble's
+    spread that is chain offsets. ≈ 1/draws for chains that agree, → 1 when every chain
+    sits in its own place; NaN for one chain or no component."""
+    if values.shape[0] < 2 or values.shape[2] == 0:
+        return math.nan
+    v = values.astype(np.float64)
+    between = v.mean(axis=1).var(axis=0).sum()
+    total = v.reshape(-1, v.shape[2]).var(axis=0).sum()
+    return float(between / total) if total > 0 else math.nan
 
 
 def sampled_variables(ds: xr.Dataset) -> list[str]:
@@ -251,7 +269,8 @@ def convergence_table(ds: xr.Dataset, variables: Sequence[str] | None = None,
 # --------------------------------------------------------------------------- checks
 
 
-def _problems(row: Mapping[str, Any], rhat_max: float, ess_min: float) -> list[str]:
+def _problems(row: Mapping[str, Any], rhat_max: float, ess_min: float,
+              between_max: float = BETWEEN_SHARE_MAX) -> list[str]:
     name = row["variable"]
     problems = []
     if row["rhat"] > rhat_max:  # NaN compares False: nothing to judge, nothing to say
@@ -263,6 +282,11 @@ def _problems(row: Mapping[str, Any], rhat_max: float, ess_min: float) -> list[s
             problems.append(f"ESS_{kind} of {name} = {ess:.0f} < {ess_min:g} ({ESS_KEY}): "
                             f"too few effective draws (IAT ≈ {row['iat']:.3g} draws); "
                             "sample longer or raise thin")
+    share = row.get("between_chain_share", math.nan)
+    if share > between_max:
+        problems.append(f"{100 * share:.0f} % of the pooled variance of {name} is between "
+                        f"chains (> {100 * between_max:g} %, {BETWEEN_KEY}): the chains "
+                        "disagree, so pooled statistics mostly measure chain offsets")
     if row.get("nonfinite", 0):
         problems.append(f"{name} has {row['nonfinite']} component(s) with NaN/inf draws "
                         "(excluded from R̂ and ESS): the sampler diverged")
@@ -270,18 +294,20 @@ def _problems(row: Mapping[str, Any], rhat_max: float, ess_min: float) -> list[s
 
 
 def check_convergence(table: pd.DataFrame, rhat_max: float = 1.01,
-                      ess_min: float = 100.0) -> list[str]:
+                      ess_min: float = 100.0,
+                      between_max: float = BETWEEN_SHARE_MAX) -> list[str]:
     """Warnings for the variables of a :func:`convergence_table` that fail the limits.
 
     One message per offending variable (its problems joined by "; "), naming the
     variable, the value, the limit and the config key it comes from: R̂ above
-    ``rhat_max``, bulk or tail ESS below ``ess_min``, NaN/inf draws. NaN statistics
+    ``rhat_max``, bulk or tail ESS below ``ess_min``, a between-chain share of the
+    pooled variance above ``between_max``, NaN/inf draws. NaN statistics
     (nothing analysable, e.g. all components constant) are not flagged. Empty when
     every variable passes.
     """
     messages = []
     for row in table.to_dict("records"):
-        problems = _problems(row, rhat_max, ess_min)
+        problems = _problems(row, rhat_max, ess_min, between_max)
         if problems:
             messages.append("; ".join(problems))
     return messages
@@ -395,6 +421,7 @@ def diagnostics_figure(ds: xr.Dataset, path: str | os.PathLike,
 
 def diagnostics_stage(store_path: str | os.PathLike, out_csv: str | os.PathLike,
                       out_figure: str | os.PathLike, rhat_max: float, ess_min: float,
+                      between_max: float = BETWEEN_SHARE_MAX,
                       variables: Sequence[str] | None = None,
                       provenance: Mapping[str, Any] | None = None,
                       max_elements: int | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -416,7 +443,8 @@ def diagnostics_stage(store_path: str | os.PathLike, out_csv: str | os.PathLike,
     table = table.assign(**temperatures)
     write_csv_atomic(table, out_csv)
     diagnostics_figure(ds, out_figure, variables=STAGE_FIGURE_VARIABLES)
-    messages = check_convergence(table, rhat_max=rhat_max, ess_min=ess_min)
+    messages = check_convergence(table, rhat_max=rhat_max, ess_min=ess_min,
+                                 between_max=between_max)
     log.info("convergence diagnostics of %s:\n%s", store_path, table.to_string(index=False))
     numbers = {k: v for k, v in temperatures.items() if not isinstance(v, str)}
     if temperatures["T flag"] != "ok":

@@ -89,6 +89,21 @@ def test_shifted_chains_give_large_rhat_and_a_warning():
     assert dg.RHAT_KEY in warnings[0]
 
 
+def test_between_chain_share_of_the_pooled_variance():
+    agree = ar1(0.3, 4, 500, seed=4)
+    share = dg.convergence_table(scalar_ds(agree))["between_chain_share"].iloc[0]
+    assert share < 0.02  # ~ 1/draws × IAT for chains that agree
+    offsets = np.array([-3.0, -1.0, 1.0, 3.0])[:, None]  # chain means ±1, ±3; unit noise
+    apart = dg.convergence_table(scalar_ds(agree + offsets))
+    share = apart["between_chain_share"].iloc[0]
+    assert share == pytest.approx(5.0 / (5.0 + np.var(agree)), rel=0.05)
+    warnings = dg.check_convergence(apart, rhat_max=100.0, ess_min=0.0)
+    assert len(warnings) == 1 and "between chains" in warnings[0] and dg.BETWEEN_KEY in warnings[0]
+    assert dg.check_convergence(apart, rhat_max=100.0, ess_min=0.0, between_max=0.95) == []
+    single = dg.convergence_table(scalar_ds(agree[:1]))
+    assert np.isnan(single["between_chain_share"].iloc[0])
+
+
 def test_low_ess_warns_with_limit():
     table = dg.convergence_table(scalar_ds(ar1(0.95, 2, 200, seed=4)))
     warnings = dg.check_convergence(table, rhat_max=10.0, ess_min=100)

@@ -285,6 +285,10 @@ def test_model_metrics_on_fake_results(fake):
     assert "θ growth train 0.05, θ growth ensemble 0.48; **IMPROPER: ensemble**" in md
     assert eae["active_units"] == 2 and eae["active_units_all_samples"] == 3
     assert eae["active_units_member_mean"] == 2.0 and eae["n_members"] == N_MEMBERS
+    # one chain in the fake store: its own mean code is the pooled one
+    assert eae["test_mse_chain_min"] == pytest.approx(eae["test_mse"], rel=1e-6)
+    assert eae["test_mse_chain_max"] == pytest.approx(eae["test_mse"], rel=1e-6)
+    assert "MNIST EAE per chain: the decoder of each chain's own mean code" in md
     for model in ("eae", "vae", "ae", "pca"):  # the same rule on every model's codes
         assert rows.loc[model, "code_scale"] > 0
         assert 0 <= rows.loc[model, "active_units_relative"] <= rows.loc[model, "latent_dim"]
@@ -378,6 +382,8 @@ def _metrics_frame(dataset, labelled):
         rows.append({
             "dataset": dataset, "model": model, "label": label, "latent_dim": 64, "n_test": 100,
             "n_members": 5000 if model == "eae" else np.nan, "test_mse": mse, "mse_of": "x",
+            "test_mse_chain_min": mse if model == "eae" else np.nan,
+            "test_mse_chain_max": mse if model == "eae" else np.nan,
             "active_threshold": 0.01, "active_units": act, "active_of": "x",
             "active_units_all_samples": 64 if model == "eae" else np.nan,
             "active_units_member_mean": 61.5 if model == "eae" else np.nan,

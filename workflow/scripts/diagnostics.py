@@ -13,6 +13,7 @@ diagnostics_stage(
     snakemake.output.figure,  # noqa: F821
     rhat_max=cfg["rhat_max"],
     ess_min=cfg["ess_min"],
+    between_max=cfg["between_share_max"],
     max_elements=cfg["max_elements"],
     provenance=make_record("diagnostics", config=cfg, inputs=[snakemake.input.store],  # noqa: F821
                            started=started, modules=["eae.diagnostics"]),
