@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 CORES ?= all
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean paper-rd
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+
+# The reaction–diffusion experiment alone at the paper's scale (CPU, about 20 min on 2
+# cores), in runs/paper-rd/ so that it leaves the default run's results/ alone.
+PAPER_RD_ARGS := --directory runs/paper-rd --configfile config/paper.yaml config/paper-rd.yaml
+paper-rd: $(STAMP)
+	mkdir -p runs/paper-rd && ln -sfn ../../config runs/paper-rd/config
+	$(BIN)/snakemake --cores $(CORES) $(PAPER_RD_ARGS)
 
 # one pytest worker per core, each test file on one worker (module fixtures run once)
 test: $(STAMP)

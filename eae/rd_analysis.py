@@ -64,6 +64,19 @@ class AnalysisParams:
         return params
 
 
+#: The paper's Table 4 (mean, mode) per (latent, term), in library order.
+PAPER_TABLE4 = {
+    "z1": {"z1": (0.47, 0.48), "z2": (1.00, 1.17), "z1^2": (0.00, 0.00), "z1 z2": (0.00, 0.00),
+           "z2^2": (-0.03, -0.01), "z1^3": (0.00, -0.01), "z1^2 z2": (-0.02, -0.03),
+           "z1 z2^2": (-0.03, -0.03), "z2^3": (0.03, 0.02), "sin(z1)": (0.36, 0.31),
+           "sin(z2)": (0.86, 0.81)},
+    "z2": {"z1": (-1.98, -1.98), "z2": (-1.37, -0.38), "z1^2": (0.01, 0.00),
+           "z1 z2": (-0.03, -0.03), "z2^2": (-0.03, -0.01), "z1^3": (-0.05, -0.07),
+           "z1^2 z2": (0.09, -0.03), "z1 z2^2": (0.14, -0.03), "z2^3": (0.09, 0.02),
+           "sin(z1)": (0.13, 0.31), "sin(z2)": (0.11, 0.85)},
+}
+
+
 # -- one-dimensional summaries -------------------------------------------------------------
 
 
@@ -750,6 +763,75 @@ def _write_identifiability(result: Mapping, params: AnalysisParams, md_path, csv
     ident["sensitivity"].to_csv(csv_path, index=False, float_format="%.6g")
 
 
+def paper_model(which: str, terms: Sequence[str], latents: Sequence[str]) -> np.ndarray:
+    """Ξ of the paper's Table 4 ("mean" or "mode")."""
+    k = 0 if which == "mean" else 1
+    return np.array([[PAPER_TABLE4[lat][t][k] for lat in latents] for t in terms])
+
+
+def _invariants(xi: np.ndarray, terms, latents) -> dict[str, float]:
+    a = linear_block(xi, terms, latents)
+    return {"linear": eigen_frequency(a), "cross": product_frequency(a),
+            "jacobian": eigen_frequency(linear_block(xi, terms, latents, include_sines=True))}
+
+
+def table4_vs_paper(result: Mapping, params: AnalysisParams) -> str:
+    """Markdown: our Table 4 (mean / mode, significance, robustness) beside the paper's,
+    the invariants of each model, and each integrated model's ω against the simulation's."""
+    terms, latents, table = result["terms"], result["latents"], result["table"]
+    freq = result["frequency"]
+    sim = float(freq.loc[0, "omega"])
+    header = ["term"]
+    for lat in latents:
+        header += [f"{lat}{DOT} ours mean / mode", f"{lat}{DOT} paper mean / mode"]
+    lines = ["# Table 4: this run beside the paper", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cells = [row["term"]]
+        for lat in latents:
+            mean, mode = row[f"{lat}dot_mean"], row[f"{lat}dot_mode"]
+            text = f"{mean:.2f} / {mode:.2f}"
+            if row[f"{lat}dot_significant"]:
+                text = f"**{text}**"
+            if row.get(f"{lat}dot_status") == "depends":
+                text += " †"
+            pm, pmode = PAPER_TABLE4[lat].get(row["term"], (math.nan, math.nan))
+            ptext = f"{pm:.2f} / {pmode:.2f}"
+            cells += [text, f"**{ptext}**" if abs(pm) > params.threshold and abs(pmode) > params.threshold else ptext]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Bold: |mean| and |mode| > {params.threshold:g} (significant); †: the "
+              "significance depends on the ridge, a constant term or centring "
+              "(table4_identifiability.md). Latents are defined up to scale, sign and "
+              "permutation, so compare the invariants below, not raw coefficients.", "",
+              "## Invariants (rad per time unit)", "",
+              f"Simulation: ω = {sim:.4g}.", "",
+              "| model | ω linear block | sqrt(−ξ[z2,ż1]·ξ[z1,ż2]) | ω Jacobian at 0 (linear + sine) | ω integrated | vs simulation |",
+              "|---|---|---|---|---|---|"]
+    integrated = freq[freq["method"] == "integrated trajectory, sinusoid fit"].set_index("source")["omega"]
+    models = {f"ours: {name}": xi for name, xi in result["all_models"].items()}
+    models.update({"paper: mean model": paper_model("mean", terms, latents),
+                   "paper: mode model": paper_model("mode", terms, latents)})
+    for name, xi in models.items():
+        inv = _invariants(xi, terms, latents)
+        key = name.removeprefix("ours: ")
+        omega = float(integrated.get(key, math.nan)) if name.startswith("ours") else math.nan
+        err = (omega - sim) / sim if np.isfinite(omega) else math.nan
+        verdict = ("—" if not np.isfinite(err) else
+                   f"{100 * err:+.1f} % ({'reproduces' if abs(err) <= params.omega_tolerance else '**does not reproduce**'})")
+        lines.append(f"| {name} | {_f(inv['linear'])} | {_f(inv['cross'])} | {_f(inv['jacobian'])} | "
+                     f"{_f(omega)} | {verdict} |")
+    lines += ["", "The paper's models are not integrated here: their latents live on the "
+              "paper's (unknown) code scale, so no initial condition of ours is theirs; their "
+              "linear-block invariants are scale-free for the linear terms only.",
+              f"A model reproduces the dynamics when its integrated ω is within "
+              f"{100 * params.omega_tolerance:g} % of the simulation's (rd.analysis.omega_tolerance)."]
+    return "\n".join(lines) + "\n"
+
+
+def _f(x) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{x:.4g}"
+
+
 def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs: Mapping) -> dict:
     """Stage ``rd_analysis``: Table 4 (csv, md), Figs 4, 1d, 1e–f and frequency.csv.
 
@@ -763,7 +845,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
     started = now_iso()
     params = AnalysisParams.from_dict(cfg)
     missing = sorted({"table_csv", "table_md", "fig_correlation", "fig_kde", "fig_dynamics",
-                      "frequency", "identifiability", "sensitivity"} - set(outputs))
+                      "frequency", "identifiability", "sensitivity", "vs_paper"} - set(outputs))
     if missing:
         raise KeyError(f"rd_analysis: output path(s) {missing} not given")
     ds = open_ensemble(coefficients_path)
@@ -784,6 +866,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
         tmp["table_md"].write_text(table4_markdown(result["table"], params.threshold,
                                                    notes=result["notes"]))
         _write_identifiability(result, params, tmp["identifiability"], tmp["sensitivity"])
+        tmp["vs_paper"].write_text(table4_vs_paper(result, params))
         result["frequency"].to_csv(tmp["frequency"], index=False, float_format="%.6g")
         plot_correlation(result["correlation"],
                          coefficient_labels(result["terms"], result["latents"]),

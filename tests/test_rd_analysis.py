@@ -243,7 +243,8 @@ def test_rd_analysis_stage_writes_every_output(tmp_path):
                    fig_dynamics=results / "figures/rd_fig1ef_dynamics.png",
                    frequency=results / "rd/frequency.csv",
                    identifiability=results / "tables/table4_identifiability.md",
-                   sensitivity=results / "rd/sindy_sensitivity.csv")
+                   sensitivity=results / "rd/sindy_sensitivity.csv",
+                   vs_paper=results / "tables/table4_vs_paper.md")
     res = ra.rd_analysis_stage({"n_member_trajectories": 3, "sensitivity_members": 20},
                                coeff_path, data_path, outputs)
     for path in outputs.values():
@@ -266,6 +267,14 @@ def test_rd_analysis_stage_writes_every_output(tmp_path):
     md = outputs["table_md"].read_text()
     assert "mean model (significant terms): ω of the integrated model" in md
     assert "reproduces the dynamics" in md
+    vs = outputs["vs_paper"].read_text()
+    assert "| z1 | **-0.00 / -0.01** |" not in vs  # a zero coefficient is not significant
+    assert "**0.47 / 0.48**" in vs and "**-1.98 / -1.98**" in vs  # the paper's column
+    paper = vs.split("| paper: mean model |")[1].split("\n")[0].split("|")
+    # the paper's linear block [[0.47, 1.00], [-1.98, -1.37]]: eigenvalues -0.45 ± 1.065i
+    assert float(paper[0]) == pytest.approx(1.065, abs=2e-3)
+    assert float(paper[1]) == pytest.approx(np.sqrt(1.98), abs=2e-3)
+    assert "| ours: mean model (significant terms) |" in vs and "(reproduces)" in vs
     freq = pd.read_csv(outputs["frequency"])
     assert freq.loc[0, "source"] == "simulation"
     assert freq.loc[0, "omega"] == pytest.approx(0.9, rel=0.01)
@@ -289,7 +298,7 @@ def test_identifiability_report_needs_stored_velocities(tmp_path):
     outputs = {k: tmp_path / f"out/{k}.{ext}" for k, ext in
                (("table_csv", "csv"), ("table_md", "md"), ("fig_correlation", "png"),
                 ("fig_kde", "png"), ("fig_dynamics", "png"), ("frequency", "csv"),
-                ("identifiability", "md"), ("sensitivity", "csv"))}
+                ("identifiability", "md"), ("sensitivity", "csv"), ("vs_paper", "md"))}
     res = ra.rd_analysis_stage({"n_member_trajectories": 1}, coeff_path, data_path, outputs)
     assert res["identifiability"] is None
     assert "no `latent_velocity`" in outputs["identifiability"].read_text()
@@ -306,5 +315,5 @@ def test_rd_analysis_stage_rejects_a_wrong_store(tmp_path):
                              {k: tmp_path / f"{k}.out" for k in
                               ("table_csv", "table_md", "fig_correlation", "fig_kde",
                                "fig_dynamics", "frequency", "identifiability",
-                               "sensitivity")})
+                               "sensitivity", "vs_paper")})
     assert not (tmp_path / "table_csv.out").exists()

@@ -338,7 +338,7 @@ def test_end_to_end_identifies_the_oscillation_frequency(trained, oscillator_sto
     outputs = {k: tmp_path / f"{k}.{ext}" for k, ext in
                (("table_csv", "csv"), ("table_md", "md"), ("fig_correlation", "png"),
                 ("fig_kde", "png"), ("fig_dynamics", "png"), ("frequency", "csv"),
-                ("identifiability", "md"), ("sensitivity", "csv"))}
+                ("identifiability", "md"), ("sensitivity", "csv"), ("vs_paper", "md"))}
     rd_analysis_stage({}, root / "coefficients.zarr", oscillator_store, outputs)
     freq = pd.read_csv(outputs["frequency"])
     assert freq.loc[0, "omega"] == pytest.approx(0.9, rel=0.01)  # the data themselves

@@ -78,6 +78,7 @@ def result_targets(wildcards=None):
             "results/rd/frequency.csv",
             "results/tables/table4_identifiability.md",
             "results/rd/sindy_sensitivity.csv",
+            "results/tables/table4_vs_paper.md",
         ]
     return targets
 

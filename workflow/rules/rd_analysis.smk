@@ -38,6 +38,7 @@ rule rd_analysis:
         ),
         identifiability="results/tables/table4_identifiability.md",
         sensitivity="results/rd/sindy_sensitivity.csv",
+        vs_paper="results/tables/table4_vs_paper.md",
     log:
         "results/logs/rd/analysis.log",
     benchmark:
