@@ -40,8 +40,10 @@ __all__ = ["RIDGES", "LIBRARIES", "Library", "make_library", "condition_number",
 RIDGES = (0.0, 1e-6, 1e-3, 1e-1)
 #: libraries of the sensitivity table
 LIBRARIES = ("as fitted", "with constant", "centred codes")
-#: a right singular vector is a near-null combination when s / s_max is below this
-NULL_TOLERANCE = 1e-3
+#: a direction is near-null when its eigenvalue of the normalised Gram matrix ΘₙᵀΘₙ/n
+#: (diagonal 1, trace = number of terms) is below this — the default training ridge
+#: (rd.eae.loss.ridge): along such directions the ridge, not the data, sets Ξ
+NULL_EIGENVALUE = 1e-3
 #: a near-null combination involves a term when its normalised weight exceeds this
 INVOLVES = 0.1
 
@@ -84,16 +86,16 @@ def condition_number(theta: np.ndarray) -> float:
     return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
 
 
-def near_null_combinations(theta: np.ndarray, tolerance: float = NULL_TOLERANCE
+def near_null_combinations(theta: np.ndarray, tolerance: float = NULL_EIGENVALUE
                            ) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """[(s / s_max, c, w)] for each right singular vector v of the normalised library with
-    s / s_max < ``tolerance``: c holds raw-term coefficients with Θ c ≈ 0 (v / column
+    """[(λ, c, w)] for each eigenvector v of the normalised Gram matrix ΘₙᵀΘₙ/n with
+    eigenvalue λ < ``tolerance``: c holds raw-term coefficients with Θ c ≈ 0 (v / column
     RMS) and w = |v| / max |v| the terms' normalised weights."""
     a, scale = _normalised(np.asarray(theta, np.float64))
-    _, s, vt = np.linalg.svd(a, full_matrices=False)
+    _, s, vt = np.linalg.svd(a / np.sqrt(len(a)), full_matrices=False)
     out = []
     for k in range(len(s)):
-        rel = float(s[k] / s[0]) if s[0] > 0 else 0.0
+        rel = float(s[k] ** 2)
         if rel < tolerance:
             v = vt[k] / vt[k][np.argmax(np.abs(vt[k]))]
             out.append((rel, v / scale, np.abs(v)))
@@ -102,7 +104,7 @@ def near_null_combinations(theta: np.ndarray, tolerance: float = NULL_TOLERANCE
 
 def null_equations(combos, names: Sequence[str], digits: int = 3,
                    min_weight: float = 0.05) -> list[str]:
-    """Readable "z1^3 + 1.00 z1 z2^2 − 4.95 z1 ≈ 0 (relative singular value 3e-04)" in
+    """Readable "z1^3 + 1.00 z1 z2^2 − 4.95 z1 ≈ 0 (Gram eigenvalue 3e-04)" in
     raw terms, leading term first; terms of normalised weight below ``min_weight`` are
     left out."""
     lines = []
@@ -113,7 +115,7 @@ def null_equations(combos, names: Sequence[str], digits: int = 3,
         for j in order[1:]:
             k = c[j] / lead
             text += f" {'−' if k < 0 else '+'} {abs(k):.{digits}g} {names[j]}"
-        lines.append(f"{text} ≈ 0 (relative singular value {rel:.1e})")
+        lines.append(f"{text} ≈ 0 (Gram eigenvalue {rel:.1e})")
     return lines
 
 
@@ -245,11 +247,14 @@ def identifiability_markdown(table: pd.DataFrame, robust: pd.DataFrame,
              "terms' product). A frequency from the linear block is marked *ill-posed* when a "
              "near-null combination of the library moves the coefficients of z1 or z2: the "
              "data do not fix it (the integrated model's ω does not rest on one block).",
-             "", "## Near-null combinations (ensemble-mean codes)", ""]
+             "", "## Near-null combinations (ensemble-mean codes)", "",
+             f"Eigenvectors of the column-normalised Gram matrix ΘₙᵀΘₙ/n (diagonal 1) with "
+             f"eigenvalue below {NULL_EIGENVALUE:g}, the default training ridge: along them "
+             "the ridge, not the data, sets Ξ.", ""]
     first = table.drop_duplicates("library")
     for _, r in first.iterrows():
         lines.append(f"- {r['library']}: condition number {r['condition_number']:.3g}")
-        for eq in null_lines.get(r["library"], []) or ["none below the tolerance"]:
+        for eq in null_lines.get(r["library"], []) or ["none below the threshold"]:
             lines.append(f"  - {eq}")
     lines += ["", "## Invariants per setting", "",
               "| library | ridge | ω integrated | error vs simulation | ω linear block | "
