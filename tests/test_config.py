@@ -99,7 +99,7 @@ BAD_CONFIGS = {
                           "[rule encoder_steps_or_epochs]"]),
     "no faces encoder steps": ({"faces": {"train": {"encoder_steps": None, "encoder_epochs": None}}},
                                ["faces.train.encoder_steps and encoder_epochs are both null"]),
-    "too few draws per chain": ({"mnist": {"eae": {"ensemble": {"members": 12}}}},
+    "too few draws per chain": ({"mnist": {"eae": {"ensemble": {"members": 12}, "train": {"chains": 4}}}},
                                 ["mnist.eae.ensemble.members = 12 with mnist.eae.train.chains = 4 gives 3 draw(s) "
                                  "per chain", "allowed: members ≥ 13", "[rule ensemble_draws_per_chain]"]),
     "too few rd members": ({"rd": {"eae": {"ensemble": {"members": 3}}}},
