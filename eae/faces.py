@@ -666,11 +666,12 @@ def generic_share(images: np.ndarray, mean_face: np.ndarray,
     m = np.asarray(mean_face, np.float64).ravel()
     x = x - x.mean(axis=1, keepdims=True)
     m = m - m.mean()
+    if not len(x):
+        return math.nan
     norms = np.linalg.norm(x, axis=1) * np.linalg.norm(m)
-    scale = np.abs(x).max(axis=1) if x.size else np.zeros(0)
-    ok = (norms > 0) & (scale > 1e-6)
+    ok = (norms > 0) & (np.abs(x).max(axis=1) > 1e-6)  # (near-)constant images fail
     corr = np.where(ok, (x @ m) / np.where(ok, norms, 1.0), -np.inf)
-    return float(np.mean(corr >= threshold)) if len(x) else math.nan
+    return float(np.mean(corr >= threshold))
 
 
 def identification_accuracy(reconstructions: np.ndarray, originals: np.ndarray) -> float:
@@ -717,9 +718,16 @@ def _roles(temperatures: Sequence[float]) -> list[str]:
     return ["hot" if t == hot else "cold" if t == cold else "intermediate" for t in temperatures]
 
 
-def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict, np.ndarray, np.ndarray]:
+def train_mean_face(data_path) -> np.ndarray:
+    """The mean training face (float64 [rows, cols, channels]), what "generic" compares to."""
+    return to_float(load_faces(data_path, "train").images).astype(np.float64).mean(axis=0)
+
+
+def faces_metrics(run: FacesRun, data_path, batch_size: int = 256,
+                  mean_face: np.ndarray | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Per temperature: the table row, the originals and their reconstructions
-    (decoder applied to the ensemble-mean code), both float32 [n, rows, cols, channels]."""
+    (decoder applied to the ensemble-mean code), both float32 [n, rows, cols, channels].
+    ``mean_face``: :func:`train_mean_face` (read from ``data_path`` when not given)."""
     from eae.runtime import keras
 
     from eae.io import member_view
@@ -734,7 +742,8 @@ def faces_metrics(run: FacesRun, data_path, batch_size: int = 256) -> tuple[dict
     history = pd.read_csv(Path(run.model_dir) / "history.csv")
     last = history.iloc[-1]
     within, between = _latent_spread(ens)
-    mean_face = to_float(load_faces(data_path, "train").images).astype(np.float64).mean(axis=0)
+    if mean_face is None:
+        mean_face = train_mean_face(data_path)
     row = {
         "temperature": run.temperature,
         "n_test": len(originals),
@@ -763,8 +772,9 @@ def faces_table_stage(runs: Sequence[FacesRun], data_path, table_path,
     individual ratio and its context. Also returns {temperature: (originals, recon)}."""
     runs = sorted(runs, key=lambda r: -r.temperature)
     rows, images = [], {}
+    mean_face = train_mean_face(data_path)
     for run, role in zip(runs, _roles([r.temperature for r in runs])):
-        row, originals, recon = faces_metrics(run, data_path, batch_size)
+        row, originals, recon = faces_metrics(run, data_path, batch_size, mean_face)
         rows.append({"role": role, **row})
         images[run.temperature] = (originals, recon)
         log.info("T = %g (%s): generic ratio %.3f, generic share %.2f (test faces %.2f), "

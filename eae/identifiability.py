@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from eae.sindy import minimum_norm_solve, sindy_library_np
+from eae.sindy import column_normalised, minimum_norm_solves, sindy_library_np
 
 __all__ = ["RIDGES", "LIBRARIES", "Library", "make_library", "condition_number",
            "near_null_combinations", "null_equations", "ill_posed", "member_coefficients",
@@ -74,15 +74,9 @@ def make_library(kind: str, names: Sequence[str], centre: np.ndarray | None = No
     raise ValueError(f"library must be one of {LIBRARIES}, got {kind!r}")
 
 
-def _normalised(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scale = np.sqrt(np.mean(np.square(theta), axis=0))
-    scale = np.where(scale > 0, scale, 1.0)
-    return theta / scale, scale
-
-
 def condition_number(theta: np.ndarray) -> float:
     """Condition number of the column-normalised library (s_max / s_min)."""
-    s = np.linalg.svd(_normalised(np.asarray(theta, np.float64))[0], compute_uv=False)
+    s = np.linalg.svd(column_normalised(theta)[0], compute_uv=False)
     return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
 
 
@@ -91,7 +85,7 @@ def near_null_combinations(theta: np.ndarray, tolerance: float = NULL_EIGENVALUE
     """[(λ, c, w)] for each eigenvector v of the normalised Gram matrix ΘₙᵀΘₙ/n with
     eigenvalue λ < ``tolerance``: c holds raw-term coefficients with Θ c ≈ 0 (v / column
     RMS) and w = |v| / max |v| the terms' normalised weights."""
-    a, scale = _normalised(np.asarray(theta, np.float64))
+    a, scale = column_normalised(theta)
     _, s, vt = np.linalg.svd(a / np.sqrt(len(a)), full_matrices=False)
     out = []
     for k in range(len(s)):
@@ -126,7 +120,7 @@ def ill_posed(combos, names: Sequence[str], functional: Mapping[str, float],
     (Ξ_n = Ξ · column RMS) a null direction v moves it by (f / RMS)·v; ill-posed when
     that exceeds :data:`INVOLVES` × ‖f / RMS‖ ‖v‖. The linear block's ξ[z_j] alone is
     ill-posed under z − sin z ≈ 0; the Jacobian at 0, ξ[z_j] + ξ[sin z_j], is not."""
-    _, scale = _normalised(np.asarray(theta, np.float64))
+    _, scale = column_normalised(theta)
     f = np.zeros(len(names))
     for term, weight in functional.items():
         if term in names:
@@ -142,12 +136,14 @@ def ill_posed(combos, names: Sequence[str], functional: Mapping[str, float],
 
 
 def member_coefficients(codes: np.ndarray, velocities: np.ndarray, library: Library,
-                        ridge: float) -> np.ndarray:
-    """Ξ [members, terms, latent] re-solved per member on its stored codes z [M, n, d] and
-    velocities ż [M, n, d] (minimum-norm SVD, :func:`eae.sindy.minimum_norm_solve`)."""
-    return np.stack([minimum_norm_solve(library.theta(z), zd, ridge).xi
-                     for z, zd in zip(np.asarray(codes, np.float64),
-                                      np.asarray(velocities, np.float64))])
+                        ridges: Sequence[float]) -> np.ndarray:
+    """Ξ [ridges, members, terms, latent] re-solved per member on its stored codes
+    z [M, n, d] and velocities ż [M, n, d], one SVD per member for all ``ridges``
+    (minimum-norm, :func:`eae.sindy.minimum_norm_solves`)."""
+    per_member = [[sol.xi for sol in minimum_norm_solves(library.theta(z), zd, ridges)]
+                  for z, zd in zip(np.asarray(codes, np.float64),
+                                   np.asarray(velocities, np.float64))]
+    return np.stack(per_member, axis=1)
 
 
 def _significance(coefficients, names, latents, threshold, kde) -> dict:
@@ -163,61 +159,51 @@ def _significance(coefficients, names, latents, threshold, kde) -> dict:
     return out
 
 
-def _mean_model_frequency(xi, library: Library, z0, t_model, integrate, frequency) -> float:
-    return frequency(t_model, integrate(xi, z0, t_model, library.theta))
-
-
 def sensitivity_table(codes: np.ndarray, velocities: np.ndarray, z_mean: np.ndarray,
                       names: Sequence[str], latents: Sequence[str], t_model: np.ndarray,
                       threshold: float, kde: Callable[[np.ndarray], float],
                       integrate: Callable, frequency: Callable,
                       ridges: Sequence[float] = RIDGES,
-                      libraries: Sequence[str] = LIBRARIES) -> pd.DataFrame:
-    """One row per (library, ridge, latent, term) with the ensemble mean and mode of the
-    re-solved coefficient and its significance, plus per (library, ridge) the invariants
-    (``omega_integrated``, ``omega_linear``, ``omega_cross``), the library's condition
-    number on the ensemble-mean codes and whether the data leave the linear block
+                      libraries: Sequence[str] = LIBRARIES
+                      ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """(table, near-null equations per library). The table has one row per (library,
+    ridge, latent, term) with the ensemble mean and mode of the re-solved coefficient and
+    its significance, plus per (library, ridge) the invariants (``omega_integrated``,
+    ``omega_linear``, ``omega_cross``), the library's condition number on the
+    ensemble-mean codes and whether the data leave the linear block
     (``linear_block_ill_posed``) or the Jacobian at 0 (linear + sine,
-    ``jacobian_ill_posed``) unfixed (:func:`ill_posed`).
+    ``jacobian_ill_posed``) unfixed (:func:`ill_posed`); the equations are
+    :func:`null_equations` of the ensemble-mean codes.
 
     ``integrate(xi, z0, t, library)`` and ``frequency(t, trajectory)`` come from
     :mod:`eae.rd_analysis` (integration of ż = library(z)·Ξ, sinusoid fit)."""
-    from eae.rd_analysis import eigen_frequency, product_frequency
+    from eae.rd_analysis import linear_invariants
 
     centre = np.asarray(z_mean, np.float64).mean(axis=0)
-    rows = []
+    rows, nulls = [], {}
     for kind in libraries:
         lib = make_library(kind, names, centre)
         theta_mean = lib.theta(np.asarray(z_mean, np.float64))
         combos = near_null_combinations(theta_mean)
+        nulls[kind] = null_equations(combos, lib.names)
         cond = condition_number(theta_mean)
         ill = any(ill_posed(combos, lib.names, {lat: 1.0}, theta_mean) for lat in latents)
         ill_jac = any(ill_posed(combos, lib.names, {lat: 1.0, f"sin({lat})": 1.0}, theta_mean)
                       for lat in latents)
-        for ridge in ridges:
-            coeffs = member_coefficients(codes, velocities, lib, ridge)
+        for ridge, coeffs in zip(ridges, member_coefficients(codes, velocities, lib, ridges)):
             sig = _significance(coeffs, lib.names, latents, threshold, kde)
             xi_mean = np.nanmean(coeffs, axis=0)
-            a = _linear(xi_mean, lib.names, latents)
+            linear = linear_invariants(xi_mean, lib.names, latents)
             invariants = dict(
-                omega_integrated=_mean_model_frequency(xi_mean, lib, z_mean[0], t_model,
-                                                       integrate, frequency),
-                omega_linear=eigen_frequency(a), omega_cross=product_frequency(a),
+                omega_integrated=frequency(t_model, integrate(xi_mean, z_mean[0], t_model,
+                                                              lib.theta)),
+                omega_linear=linear["linear"], omega_cross=linear["cross"],
                 condition_number=cond, linear_block_ill_posed=ill,
                 jacobian_ill_posed=ill_jac)
             for (lat, term), (mean, mode, significant) in sig.items():
                 rows.append(dict(library=kind, ridge=ridge, latent=lat, term=term, mean=mean,
                                  mode=mode, significant=significant, **invariants))
-    return pd.DataFrame(rows)
-
-
-def _linear(xi: np.ndarray, names: Sequence[str], latents: Sequence[str]) -> np.ndarray:
-    d = len(latents)
-    a = np.zeros((d, d))
-    for i in range(d):
-        for j, lat in enumerate(latents):
-            a[i, j] = xi[list(names).index(lat), i]
-    return a
+    return pd.DataFrame(rows), nulls
 
 
 def robustness(table: pd.DataFrame) -> pd.DataFrame:

@@ -390,8 +390,9 @@ def ensemble_statistics(path: str | os.PathLike, threshold: float = 0.01,
 
     Returns ``n_members``, the pooled ``mean``/``covariance``/``variance`` over all
     member × sample codes (float64), ``member_active`` (active units of each member's
-    test-set codes) and ``latent_mean`` (ensemble-mean code per sample, float64 — compared
-    with the stored ``latent_mean`` when the store has one). Memory: one block of
+    test-set codes), ``latent_mean`` (ensemble-mean code per sample, float64 — compared
+    with the stored ``latent_mean`` when the store has one) and ``chain_latent_mean``
+    [C, samples, dim] (each chain's own mean code; a store of plain members is one chain). Memory: one block of
     ``chunk_members`` members.
     """
     from eae.io import open_ensemble
@@ -404,6 +405,10 @@ def ensemble_statistics(path: str | os.PathLike, threshold: float = 0.01,
         raise ValueError(f"ensemble store {path} has no members")
     moments = StreamingMoments(dim)
     per_sample = np.zeros((n_samples, dim))
+    # members are chain-major with a chain coordinate; a store of plain members is one chain
+    chain_of = (np.asarray(lat["chain"].values, np.int64) if "chain" in lat.coords
+                else np.zeros(n_members, np.int64))
+    per_chain = np.zeros((int(chain_of.max()) + 1, n_samples, dim))
     member_active = np.empty(n_members, np.int64)
     progress = Progress(n_members, "ensemble statistics", log)
     for start in range(0, n_members, chunk_members):
@@ -412,6 +417,7 @@ def ensemble_statistics(path: str | os.PathLike, threshold: float = 0.01,
             codes = codes.astype(np.float64)
             moments.update(codes)
             per_sample += codes
+            per_chain[chain_of[start + j]] += codes
             member_active[start + j] = active_units_from_variance(codes.var(axis=0), threshold)
         progress.update(min(start + chunk_members, n_members))
     latent_mean = per_sample / n_members
@@ -432,6 +438,7 @@ def ensemble_statistics(path: str | os.PathLike, threshold: float = 0.01,
         "variance": moments.variance,
         "member_active": member_active,
         "latent_mean": latent_mean,
+        "chain_latent_mean": per_chain / np.bincount(chain_of)[:, None, None],
     }
 
 
@@ -629,28 +636,17 @@ def eae_metrics(paths: Mapping[str, Path], x_test, labels, cfg) -> dict[str, Any
         active_units_all_samples=active_units_from_variance(stats["variance"], cfg["active_threshold"]),
         active_units_member_mean=float(stats["member_active"].mean()),
         pcs_99_all_samples=pcs_from_covariance(stats["covariance"], cfg["pca_variance"]),
-        **_chain_mse(paths["ensemble"], decoder, x_test, cfg["batch_size"]),
+        **_chain_mse(stats["chain_latent_mean"], decoder, x_test, cfg["batch_size"]),
         **store_temperature_columns(ds.attrs),
     )
     return row
 
 
-def chain_mean_codes(path) -> np.ndarray:
-    """Per chain [C, n, d]: the mean over that chain's draws of the test codes (float64;
-    a store of plain ``member``s counts as one chain)."""
-    from eae.io import open_zarr
-
-    latent = open_zarr(path)["latent"].astype(np.float64)
-    if "chain" not in latent.dims:  # a store of plain members: one chain
-        return np.asarray(latent.mean("member").values)[None]
-    return np.asarray(latent.mean("draw").values)
-
-
-def _chain_mse(path, decoder, x_test, batch_size: int) -> dict[str, float]:
-    """Test MSE of each chain's own mean code (pooled chains that disagree decode to a
-    blend none of them would give): min and max over chains."""
+def _chain_mse(chain_means: np.ndarray, decoder, x_test, batch_size: int) -> dict[str, float]:
+    """Test MSE of each chain's own mean code [C, n, d] (pooled chains that disagree
+    decode to a blend none of them would give): min and max over chains."""
     per_chain = [_mse(decode(decoder, z.astype(np.float32), batch_size), x_test)
-                 for z in chain_mean_codes(path)]
+                 for z in chain_means]
     return {"test_mse_chain_min": float(min(per_chain)),
             "test_mse_chain_max": float(max(per_chain))}
 

@@ -696,18 +696,12 @@ def identifiability(ds, order: np.ndarray, z_mean: np.ndarray, terms, latents,
     codes = np.asarray(ds["latent_code"].isel(member=members).values, np.float64)[:, order]
     velocities = np.asarray(ds["latent_velocity"].isel(member=members).values,
                             np.float64)[:, order]
-    table = ident.sensitivity_table(
+    table, nulls = ident.sensitivity_table(
         codes, velocities, z_mean, terms, latents, t_model, params.threshold,
         kde=lambda x: kde_mode(x, params.kde_grid_points, params.kde_max_samples, params.seed),
         integrate=lambda xi, z0, t, lib: integrate_model(xi, z0, t, params.integration_rtol,
                                                          bound, library=lib),
         frequency=series_frequency)
-    centre = z_mean.mean(axis=0)
-    nulls = {}
-    for kind in ident.LIBRARIES:
-        lib = ident.make_library(kind, terms, centre)
-        nulls[kind] = ident.null_equations(ident.near_null_combinations(lib.theta(z_mean)),
-                                           lib.names)
     return dict(sensitivity=table, robust=ident.robustness(table), null_equations=nulls,
                 members=len(members))
 
@@ -769,7 +763,10 @@ def paper_model(which: str, terms: Sequence[str], latents: Sequence[str]) -> np.
     return np.array([[PAPER_TABLE4[lat][t][k] for lat in latents] for t in terms])
 
 
-def _invariants(xi: np.ndarray, terms, latents) -> dict[str, float]:
+def linear_invariants(xi: np.ndarray, terms, latents) -> dict[str, float]:
+    """Frequencies of a model's linear part: eigenvalues of the linear block
+    (``linear``), sqrt(−ξ[z2, ż1]·ξ[z1, ż2]) (``cross``) and the Jacobian at 0 with the
+    sine terms (``jacobian``)."""
     a = linear_block(xi, terms, latents)
     return {"linear": eigen_frequency(a), "cross": product_frequency(a),
             "jacobian": eigen_frequency(linear_block(xi, terms, latents, include_sines=True))}
@@ -812,7 +809,7 @@ def table4_vs_paper(result: Mapping, params: AnalysisParams) -> str:
     models.update({"paper: mean model": paper_model("mean", terms, latents),
                    "paper: mode model": paper_model("mode", terms, latents)})
     for name, xi in models.items():
-        inv = _invariants(xi, terms, latents)
+        inv = linear_invariants(xi, terms, latents)
         key = name.removeprefix("ours: ")
         omega = float(integrated.get(key, math.nan)) if name.startswith("ours") else math.nan
         err = (omega - sim) / sim if np.isfinite(omega) else math.nan

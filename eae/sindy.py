@@ -139,6 +139,15 @@ class Solution(NamedTuple):
     residual: np.ndarray
 
 
+def column_normalised(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Θ with each column divided by its RMS, the RMS; 1 for an all-zero column), float64:
+    the NumPy counterpart of the normalisation inside :func:`least_squares`."""
+    th = np.asarray(theta, np.float64)
+    scale = np.sqrt(np.mean(np.square(th), axis=0))
+    scale = np.where(scale > 0, scale, 1.0)
+    return th / scale, scale
+
+
 def minimum_norm_solve(theta: np.ndarray, z_dot: np.ndarray, ridge: float = 0.0,
                        rcond: float | None = None) -> Solution:
     """The exact analysis solve on stored codes (NumPy, float64, SVD).
@@ -150,25 +159,32 @@ def minimum_norm_solve(theta: np.ndarray, z_dot: np.ndarray, ridge: float = 0.0,
     optimum instead of an arbitrary large one. With ``ridge`` > 0 the filter factors
     s / (s² + ridge) give the Tikhonov solution, identical to :func:`least_squares`.
     """
+    return minimum_norm_solves(theta, z_dot, (ridge,), rcond)[0]
+
+
+def minimum_norm_solves(theta: np.ndarray, z_dot: np.ndarray, ridges,
+                        rcond: float | None = None) -> list[Solution]:
+    """:func:`minimum_norm_solve` for each of ``ridges``, from one SVD of Θ."""
     th = np.asarray(theta, np.float64)
     zd = np.asarray(z_dot, np.float64)
     n = th.shape[0]
-    scale = np.sqrt(np.mean(np.square(th), axis=0))
-    scale = np.where(scale > 0, scale, 1.0)
-    a = th / scale / np.sqrt(n)
+    a, scale = column_normalised(th)
+    a = a / np.sqrt(n)
     u, s, vt = np.linalg.svd(a, full_matrices=False)
     if rcond is None:
         rcond = np.finfo(np.float64).eps * max(a.shape)
     keep = s > rcond * (s[0] if s.size else 0.0)
     coeff = u.T @ (zd / np.sqrt(n))
-    if ridge > 0:
-        filt = s / (s * s + ridge)
-    else:
-        filt = np.where(keep, 1.0 / np.where(keep, s, 1.0), 0.0)
-    xi_n = vt.T @ (filt[:, None] * coeff)
-    xi = xi_n / scale[:, None]
-    residual = np.mean(np.square(zd - th @ xi), axis=0)
-    return Solution(xi, s, int(keep.sum()), residual)
+    out = []
+    for ridge in ridges:
+        if ridge > 0:
+            filt = s / (s * s + ridge)
+        else:
+            filt = np.where(keep, 1.0 / np.where(keep, s, 1.0), 0.0)
+        xi = (vt.T @ (filt[:, None] * coeff)) / scale[:, None]
+        residual = np.mean(np.square(zd - th @ xi), axis=0)
+        out.append(Solution(xi, s, int(keep.sum()), residual))
+    return out
 
 
 def jvp(model: Callable, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -644,13 +644,11 @@ def sweep_markdown(frame: pd.DataFrame, rec: Mapping[str, Any], rhat_max: float,
     for r in frame.to_dict("records"):
         schedule = ("constant" if r["kind"] == "constant" else
                     f"{r['schedule']} from {format_temperature(r['initial_temperature'])}")
-        units = (f"{int(r['active_units'])}/{int(r['latent_dim'])}"
-                 if _finite(r["active_units"]) is not None and _finite(r["latent_dim"]) is not None
-                 else "—")
         acc = _finite(r["probe_accuracy"])
         mark = " **(recommended)**" if r["point"] == rec["recommended_point"] else ""
         cells = [f"`{r['point']}`{mark}", schedule, format_temperature(r["temperature"]),
-                 _fmt(r["test_mse"], ".5f"), units, _units(r, "active_units_relative"),
+                 _fmt(r["test_mse"], ".5f"), _units(r, "active_units"),
+                 _units(r, "active_units_relative"),
                  _fmt(r.get("pcs_99"), ".0f"), _fmt(r.get("code_scale"), ".3g"),
                  "—" if acc is None else f"{100 * acc:.1f} %",
                  f"{_fmt(r.get('T_kin/T train'), '.3g')} / {_fmt(r.get('T_kin/T ensemble'), '.3g')}",

@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from eae.wellposed import WELLPOSED_COLUMNS, store_wellposed_columns
+
 __all__ = ["gradient_and_curvature", "split_batch_terms", "configurational_temperature",
            "TemperatureCheck", "check_temperatures", "training_temperatures",
            "ensemble_temperatures", "temperature_columns", "store_temperature_columns",
@@ -223,9 +225,7 @@ def ensemble_temperatures(ds) -> TemperatureCheck:
 
 #: the columns :func:`temperature_columns` adds to a result's row
 TEMPERATURE_COLUMNS = ["T_kin/T train", "T_conf/T train", "T_kin/T ensemble",
-                       "T_conf/T ensemble", "T flag",
-                       # eae.wellposed.WELLPOSED_COLUMNS (stated here: no import cycle)
-                       "θ growth train", "θ growth ensemble", "improper"]
+                       "T_conf/T ensemble", "T flag", *WELLPOSED_COLUMNS]
 
 
 def temperature_columns(train: TemperatureCheck | None, ens: TemperatureCheck | None) -> dict:
@@ -247,8 +247,6 @@ def store_temperature_columns(attrs) -> dict:
     followed by the well-posedness columns of :mod:`eae.wellposed` (the growth of
     ‖θ − θ₀‖ and the ``improper`` flag): every table that shows the temperature an
     ensemble reached also shows whether it is a proper ensemble at all."""
-    from eae.wellposed import store_wellposed_columns
-
     return {**temperature_columns(TemperatureCheck.from_attrs(attrs, "train_"),
                                   TemperatureCheck.from_attrs(attrs, "ensemble_")),
             **store_wellposed_columns(attrs)}
