@@ -26,8 +26,8 @@ from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from eae.chains import chain_mean, chains_of
-from eae.runtime import tf
+from eae.chains import chain_mean, chains_of, model_jvp
+from eae.runtime import keras, tf
 
 logger = logging.getLogger("eae")
 
@@ -187,17 +187,26 @@ def minimum_norm_solves(theta: np.ndarray, z_dot: np.ndarray, ridges,
     return out
 
 
-def jvp(model: Callable, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def jvp(model, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(model(x), J_model(x)·tangent) by forward-mode autodiff (one extra pass, no
-    Jacobian is formed). Differentiable by an enclosing GradientTape."""
+    Jacobian is formed). Differentiable by an enclosing GradientTape. A
+    :class:`eae.chains.ChainEncoder` or a plain Dense-stack Keras model takes the
+    written-out forward mode of :func:`eae.chains.dense_jvp`; anything else (a callable
+    ``model(x, training=False)``) ``ForwardAccumulator``."""
+    if hasattr(model, "jvp"):
+        return model.jvp(x, tangent)
+    if isinstance(model, keras.Model):
+        return model_jvp(model, x, tangent)
     with tf.autodiff.ForwardAccumulator(primals=x, tangents=tangent) as acc:
         y = model(x, training=False)
     return y, acc.jvp(y)
 
 
-def encode_each_of(encoder) -> Callable:
-    """``model(x, training=False)`` → [C, N, latent]: every chain on one input."""
-    return lambda x, training=False: encoder.encode_each(x)
+def encode_each_jvp(encoder, x: tf.Tensor, tangent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(codes, J·tangent), both [C, N, latent]: every chain of ``encoder`` on one input."""
+    if hasattr(encoder, "encode_each_jvp"):
+        return encoder.encode_each_jvp(x, tangent)
+    return jvp(lambda v, training=False: encoder.encode_each(v), x, tangent)
 
 
 def sindy_terms(encoder, decoder, x, x_dot, ridge: float = 0.0,
@@ -356,7 +365,7 @@ def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg:
 
     @tf.function
     def compute():
-        z, z_dot = jvp(encode_each_of(trainer.encoder), x_t, xd_t)  # [C, N, latent]
+        z, z_dot = encode_each_jvp(trainer.encoder, x_t, xd_t)  # [C, N, latent]
         xi = least_squares(sindy_library(z), z_dot, ridge)
         return xi, z, z_dot
 
