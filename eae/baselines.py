@@ -22,7 +22,6 @@ counter is the step ``s``), the number of finished epochs and the history. It is
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -44,6 +43,7 @@ from eae.models import (
     reshape_for_model,
     validate_model_config,
 )
+from eae.io import atomic_path
 from eae.progress import Progress
 from eae.provenance import make_record, now_iso, write_sidecar
 
@@ -376,16 +376,10 @@ def _run_epoch(
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _history_columns(kind: str) -> list[str]:
@@ -443,35 +437,21 @@ def load_checkpoint_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
-    # Keras insists on the .keras suffix, so the temporary name keeps it.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    # Keras insists on the .keras suffix, which atomic_path's temporary name keeps.
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _fingerprint(
     kind: str, cfg: Mapping[str, Any], x_train: np.ndarray, x_val: np.ndarray | None
 ) -> str:
-    """Hash of everything that determines the training trajectory (config, seed, data)."""
-    digest = hashlib.sha256()
+    """What determines the training trajectory (config, seed, data, code):
+    :func:`eae.provenance.fingerprint`."""
+    from eae.provenance import fingerprint
+
     relevant = {k: v for k, v in cfg.items() if k not in _NON_TRAJECTORY_KEYS}
-    digest.update(
-        json.dumps(
-            {"kind": kind, "cfg": relevant, "version": CHECKPOINT_VERSION},
-            sort_keys=True,
-        ).encode()
-    )
-    for x in (x_train, x_val):
-        if x is None:
-            digest.update(b"none")
-            continue
-        digest.update(str((x.shape, x.dtype.str)).encode())
-        digest.update(memoryview(np.ascontiguousarray(x)).cast("B"))
-    return digest.hexdigest()
+    return fingerprint({"kind": kind, "cfg": relevant, "version": CHECKPOINT_VERSION},
+                       [x_train, x_val], ["eae.baselines"])
 
 
 def _check_data(

@@ -71,6 +71,18 @@ def _archive_build(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from eae.compare import compare_trees
+
+    try:
+        result = compare_trees(args.a, args.b)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 2
+    print(result.format())
+    return 0 if result.identical else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of the Snakefile, archived with the results (default: "
                        "the checkout that holds the eae package)")
     build.set_defaults(func=_archive_build)
+    comp = sub.add_parser("compare", help="are two results trees the same? Tables (timing "
+                          "columns aside), every Zarr variable and the figures' pixels; exit "
+                          "code 1 on any difference")
+    comp.add_argument("a", help="a results directory, e.g. results")
+    comp.add_argument("b", help="another, e.g. runs/baseline/results")
+    comp.set_defaults(func=_compare)
     return parser
 
 

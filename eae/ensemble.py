@@ -11,7 +11,8 @@ memory does not grow with M.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import xarray as xr
@@ -221,37 +222,47 @@ def _stack(buffer: list[dict], first_draw: int) -> xr.Dataset:
     return xr.Dataset(data, coords={"draw": draws})
 
 
-def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
-    """Stage ``ensemble``: test-set latents of M encoder samples (decoder frozen),
-    continuing the thermostat chain where training ended."""
-    from pathlib import Path
+def final_state_path(train_dir) -> Path:
+    """The trained state an ensemble continues from, checked to exist."""
+    path = Path(train_dir) / "final_state.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained state at {path} (run the training stage first)")
+    return path
 
-    from eae.runtime import tf
 
+def ensemble_stage(spec, cfg: Mapping[str, Any], data_path, train_dir,
+                   out_path):
+    """Sample an experiment's ensemble (``spec``: an :class:`eae.experiment.ExperimentSpec`): members of the encoder with the decoder frozen,
+    continuing the thermostat chain where training ended, each recorded as the spec
+    says, streamed to the Zarr store ``out_path`` (:func:`eae.ensemble.sample_ensemble`,
+    settings from ``cfg["ensemble"]``)."""
+    from eae.experiment import experiment_seeds
     from eae.provenance import make_record, now_iso
-    from eae.train import image_trainer
 
     started = now_iso()
-    trainer, splits = image_trainer(cfg, data_path)
-    trainer.load_checkpoint(Path(train_dir) / "final_state.npz")
-    x_test, labels = splits["test"]
-    x_test_t = tf.constant(x_test)
-    encode = tf.function(lambda: trainer.encoder.encode_each(x_test_t))
+    cfg = dict(cfg)
+    state = final_state_path(train_dir)
+    trainer, splits = spec.trainer(cfg, data_path)
+    trainer.load_checkpoint(state)
+    recording = spec.recording(trainer, splits, cfg, data_path)
     ens = cfg["ensemble"]
-    static = xr.Dataset(
-        {"labels": ("sample", labels)} if labels is not None else {},
-        coords={"sample": np.arange(len(x_test)),
-                "unit": np.arange(int(trainer.encoder.output_shape[-1]))},
-    )
-    record = lambda: {"latent": (("sample", "unit"), encode().numpy())}  # noqa: E731
 
-    def provenance():
-        return make_record("ensemble", config=cfg, seeds={"train": cfg["train"]["seed"]},
+    def provenance():  # evaluated when the store is complete
+        return make_record(spec.ensemble_name, config=cfg, seeds=experiment_seeds(cfg),
                            inputs=[data_path, train_dir], started=started,
-                           modules=["eae.ensemble"])
+                           modules=[spec.module, "eae.ensemble"])
 
-    return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
-                           chunk_members=ens["chunk_members"], mean_of=("latent",),
-                           static=static, provenance=provenance,
-                           history=Path(train_dir) / "history.csv",
+    return sample_ensemble(trainer, recording.record, out_path, n_members=int(ens["members"]),
+                           thin=int(ens["thin"]), chunk_members=int(ens["chunk_members"]),
+                           mean_of=recording.mean_of, static=recording.static,
+                           provenance=provenance, history=Path(train_dir) / "history.csv",
                            **sampling_options(ens))
+
+
+def ensemble_images_stage(cfg: dict, data_path, train_dir, out_path):
+    """Stage ``ensemble``: test-set latents of M encoder samples (decoder frozen),
+    continuing the thermostat chain where training ended —
+    :func:`eae.experiment.ensemble_stage` of :data:`eae.train.IMAGES`."""
+    from eae.train import IMAGES
+
+    return ensemble_stage(IMAGES, cfg, data_path, train_dir, out_path)

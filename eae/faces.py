@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,7 @@ __all__ = [
     "ensemble_config",
     "uint8_mse_loss",
     "faces_trainer",
+    "FACES",
     "train_faces_stage",
     "ensemble_faces_stage",
     "mean_pairwise_distance",
@@ -536,56 +538,48 @@ def faces_trainer(run_cfg: Mapping[str, Any], data_path):
                                   int(run_cfg["train"].get("chains", 1)), seed)
     trainer = EAETrainer(
         encoder, decoder, [train.images],
-        SimmeringConfig.from_dict(run_cfg["sampler"]),
-        TrainSettings.from_dict(run_cfg["train"]),
+        SimmeringConfig.from_dict(run_cfg["sampler"], "faces.sampler"),
+        TrainSettings.from_dict(run_cfg["train"], "faces.train", ignore=("val_images",)),
         loss_fn=uint8_mse_loss,
         val_arrays=[val.images] if val is not None and len(val) else None,
     )
     return trainer
 
 
+def _faces_trainer(run_cfg: Mapping[str, Any], data_path):
+    return faces_trainer(run_cfg, data_path), None
+
+
+def _describe(trainer, splits, run_cfg) -> str:
+    return (f"faces EAE T = {run_cfg['temperature']:g}: {trainer.n_train} training images "
+            f"{tuple(trainer.train[0].shape[1:])}, {trainer.steps_per_update} encoder steps per "
+            f"decoder update, N_f = {trainer.sampler.n_dof}")
+
+
 def train_faces_stage(run_cfg: Mapping[str, Any], data_path, out_dir, checkpoint_dir=None) -> pd.DataFrame:
-    """Stage ``train_faces_eae``: train one temperature's EAE (resuming from
-    ``checkpoint_dir``) and save encoder.keras, decoder.keras, final_state.npz and
-    history.csv (per decoder update: member-loss mean, min, max and quantiles)."""
-    from eae.train import stage_fingerprint
+    """Stage ``train_faces_eae``: train one temperature's EAE (``run_cfg`` from
+    :func:`train_config`, resuming from ``checkpoint_dir``) and save encoder.keras,
+    decoder.keras, final_state.npz and history.csv (per decoder update: member-loss
+    mean, min, max and quantiles) — :func:`eae.experiment.train_stage` of :data:`FACES`."""
+    from eae.experiment import train_stage
 
-    started = now_iso()
-    run_cfg = dict(run_cfg)
-    trainer = faces_trainer(run_cfg, data_path)
-    log.info("faces EAE T = %g: %d training images %s, %d encoder steps per decoder update, "
-             "N_f = %d", run_cfg["temperature"], trainer.n_train, tuple(trainer.train[0].shape[1:]),
-             trainer.steps_per_update, trainer.sampler.n_dof)
-    fingerprint = stage_fingerprint(run_cfg, data_path, "eae.faces")
-    history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
-    trainer.save_models(out_dir)
-    record = make_record("train_faces_eae", config=run_cfg,
-                         seeds={"train": run_cfg["train"].get("seed", 0)},
-                         inputs=[data_path], started=started)
-    record_outputs(record, [Path(out_dir) / "history.csv"])
-    return history
+    return train_stage(FACES, run_cfg, data_path, out_dir, checkpoint_dir)
 
 
-def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_path) -> Path:
-    """Stage ``faces_ensemble``: latents of the first ``ensemble.n_test`` test faces
-    under M encoder samples (decoder frozen, continuing the training chain), streamed
-    to Zarr: latent (member, sample, unit), latent_mean (sample, unit), and per sample
-    ``store_index`` / ``source_index`` of the face."""
+def _recording(trainer, splits, run_cfg, data_path):
+    """Latents of the first ``ensemble.n_test`` test faces per member, with a divergence
+    guard; per sample ``store_index`` / ``source_index`` of the face."""
     from eae.runtime import tf
 
-    from eae.ensemble import sample_ensemble, sampling_options
+    from eae.experiment import Recording
     from eae.train import TrainingDiverged
 
-    started = now_iso()
-    run_cfg = dict(run_cfg)
-    ens = {"members": 1000, "thin": 1, "chunk_members": 50, "n_test": 1000, **run_cfg["ensemble"]}
-    trainer = faces_trainer(run_cfg, data_path)
-    trainer.load_checkpoint(Path(model_dir) / "final_state.npz")
+    ens = run_cfg["ensemble"]
     test = load_faces(data_path, "test", limit=ens["n_test"])
     if len(test) == 0:
         raise DataError(f"{data_path}: no test images")
     x_test = tf.constant(to_float(test.images))
-    batch = int(ens.get("batch_size", 256))
+    batch = int(ens["batch_size"])
     encode_batch = tf.function(lambda x: trainer.encoder.encode_each(x))  # [C, n, latent]
     weights_finite = tf.function(lambda: tf.reduce_all(
         [tf.reduce_all(tf.math.is_finite(v)) for v in trainer.enc_vars]))
@@ -610,15 +604,30 @@ def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_p
         coords={"sample": np.arange(len(test)),
                 "unit": np.arange(int(trainer.encoder.output_shape[-1]))},
     )
-    provenance = make_record("faces_ensemble", config=run_cfg,
-                             seeds={"train": run_cfg["train"].get("seed", 0)},
-                             inputs=[data_path, Path(model_dir) / "final_state.npz"],
-                             started=started)
-    return sample_ensemble(trainer, record, out_path, n_members=ens["members"], thin=ens["thin"],
-                           chunk_members=ens["chunk_members"], mean_of=("latent",),
-                           static=static, provenance=provenance,
-                           history=Path(model_dir) / "history.csv",
-                           **sampling_options(ens))
+    return Recording(record, static, ("latent",))
+
+
+def ensemble_faces_stage(run_cfg: Mapping[str, Any], data_path, model_dir, out_path) -> Path:
+    """Stage ``faces_ensemble``: latents of the first ``ensemble.n_test`` test faces
+    under M encoder samples (decoder frozen, continuing the training chain), streamed
+    to Zarr: latent (member, sample, unit), latent_mean (sample, unit), and per sample
+    ``store_index`` / ``source_index`` of the face — :func:`eae.ensemble.ensemble_stage`
+    of :data:`FACES`."""
+    from eae.ensemble import ensemble_stage
+
+    return ensemble_stage(FACES, run_cfg, data_path, model_dir, out_path)
+
+
+def _spec():
+    from eae.experiment import ExperimentSpec
+
+    return ExperimentSpec(name="faces", module="eae.faces", trainer=_faces_trainer,
+                          recording=_recording, train_name="train_faces_eae",
+                          ensemble_name="faces_ensemble", describe=_describe)
+
+
+#: One temperature's faces EAE as an :class:`eae.experiment.ExperimentSpec`.
+FACES = _spec()
 
 
 # --------------------------------------------------------------------------- metrics

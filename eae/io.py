@@ -225,6 +225,24 @@ def atomic_path(path: str | os.PathLike):
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_paths(paths: Mapping[str, str | os.PathLike]):
+    """:func:`atomic_path` for a set of outputs: yields ``{key: temporary path}``; on
+    success every file is renamed into place, on failure all are removed, so a reader
+    never sees a partial set."""
+    final = {k: Path(p) for k, p in paths.items()}
+    tmp = {k: p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for k, p in final.items()}
+    for p in final.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        for key, path in final.items():
+            os.replace(tmp[key], path)
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

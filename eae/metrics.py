@@ -47,6 +47,7 @@ log = logging.getLogger("eae")
 
 __all__ = [
     "DEFAULTS",
+    "TABLE1_SETTINGS",
     "MODEL_LABELS",
     "DATASET_LABELS",
     "resolve_config",
@@ -92,6 +93,11 @@ DEFAULTS: dict[str, Any] = {
     "ae_samples": True,
     "dpi": 120,
 }
+
+#: The ``analysis`` settings Table 1 depends on (rule ``metrics`` gets only these, so a
+#: figure setting such as ``dpi`` reruns the figures, not the table).
+TABLE1_SETTINGS = ("models", "pca_reference", "active_threshold", "relative_active_fraction",
+                   "pca_variance", "probe", "chunk_members", "batch_size", "seed")
 
 MODELS = ("eae", "vae", "ae")
 MODEL_LABELS = {"eae": "EAE", "vae": "VAE", "ae": "Vanilla AE", "pca": "PCA"}

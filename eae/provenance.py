@@ -95,6 +95,28 @@ def source_hash(modules: Iterable[str] | None = None) -> str:
     return digest.hexdigest()
 
 
+def fingerprint(settings: Any, data: Iterable[Any] = (), modules: Iterable[str] | None = None) -> str:
+    """The one fingerprint of a training run, which decides whether a checkpoint may be
+    resumed: a short hash of ``settings`` (JSON), each of ``data`` (a path: its sha256;
+    a NumPy array: its shape, dtype and bytes; None) and the source of the code it runs
+    (the import closure of ``modules``, :func:`source_hash`). A code change makes the
+    workflow rerun a job; without the source here that job would resume the old run's
+    finished checkpoint and write the old model under new code."""
+    import numpy as np
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for item in data:
+        if item is None:
+            digest.update(b"none")
+        elif isinstance(item, np.ndarray):
+            digest.update(str((item.shape, item.dtype.str)).encode())
+            digest.update(memoryview(np.ascontiguousarray(item)).cast("B"))
+        else:
+            digest.update(sha256_path(item).encode())
+    digest.update(source_hash(modules).encode())
+    return digest.hexdigest()[:16]
+
+
 def device_description() -> str:
     """The device a stage runs on: the GPU TensorFlow uses, if the stage loaded TensorFlow
     (see :mod:`eae.runtime`) and it sees one; else the CPU. A stage that never loads

@@ -24,6 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from eae.io import atomic_paths
+from eae.settings import settings_from
+
 logger = logging.getLogger("eae")
 
 DOT = "\u0307"  # combining dot above: "z" + DOT renders as ż
@@ -48,13 +51,7 @@ class AnalysisParams:
 
     @classmethod
     def from_dict(cls, cfg: Mapping | None) -> "AnalysisParams":
-        cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"rd.analysis: unknown config key(s) {unknown}; "
-                             f"known: {sorted(known)}")
-        params = cls(**cfg)
+        params = settings_from(cls, cfg, "rd.analysis")
         if params.model_terms not in ("significant", "all"):
             raise ValueError(f"rd.analysis.model_terms must be 'significant' or 'all', "
                              f"got {params.model_terms!r}")
@@ -855,10 +852,7 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
     paths = {k: Path(v) for k, v in outputs.items()}
     # Everything is written under temporary names (same suffix, so matplotlib picks the
     # format) and renamed at the end: a failure leaves no partial set of outputs.
-    tmp = {k: p.with_name(f".{p.stem}.tmp{p.suffix}") for k, p in paths.items()}
-    try:
-        for p in tmp.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_paths(paths) as tmp:
         result["table"].to_csv(tmp["table_csv"], index=False, float_format="%.6g")
         tmp["table_md"].write_text(table4_markdown(result["table"], params.threshold,
                                                    notes=result["notes"]))
@@ -873,11 +867,6 @@ def rd_analysis_stage(cfg: Mapping | None, coefficients_path, data_path, outputs
         plot_dynamics(result["time"], result["z_mean"], result["trajectories"],
                       result["member_trajectories"], result["latents"], tmp["fig_dynamics"],
                       result["model_time"])
-        for key, path in paths.items():
-            tmp[key].replace(path)
-    finally:
-        for p in tmp.values():
-            p.unlink(missing_ok=True)
     equations = {name: equation_strings(xi, result["terms"], result["latents"])
                  for name, xi in result["all_models"].items()}
     for name, lines in equations.items():

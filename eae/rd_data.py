@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
+
+from eae.settings import settings_from
 
 log = logging.getLogger("eae")
 
@@ -44,11 +46,7 @@ def data_params_from_config(cfg: Mapping[str, Any] | RDDataParams) -> RDDataPara
     if isinstance(cfg, RDDataParams):
         params = cfg
     else:
-        known = {f.name for f in fields(RDDataParams)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"rd.data: unknown config key(s) {unknown}; known: {sorted(known)}")
-        params = RDDataParams(**dict(cfg))
+        params = settings_from(RDDataParams, cfg, "rd.data")
     if min(params.n_train, params.n_val, params.n_test) < 1:
         raise ValueError(f"rd.data: n_train, n_val, n_test must be >= 1 (got {asdict(params)})")
     if not 0.0 < params.pool_fraction < 1.0:

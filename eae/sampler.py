@@ -61,9 +61,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
 
 from eae.runtime import tf
+from eae.settings import settings_from
 
 SCHEDULES = ("constant", "linear", "geometric")
 INITIAL_VELOCITIES = ("gaussian", "zero")
@@ -156,10 +159,10 @@ class SimmeringConfig:
         return self.thermostat == "adaptive"
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "SimmeringConfig":
-        """Build from a config mapping, ignoring keys that are not sampler settings."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+    def from_dict(cls, cfg: dict, section: str = "sampler") -> "SimmeringConfig":
+        """From a ``sampler`` config block; unknown keys raise
+        :class:`eae.settings.UnknownSettingError` (:func:`eae.settings.settings_from`)."""
+        return settings_from(cls, cfg, section)
 
 
 class SimmeringState(NamedTuple):
@@ -401,6 +404,36 @@ class Simmering:
 
     def _scalar_shape(self) -> list[int]:
         return [self.chains] if self.chains else []
+
+    # -- state as arrays (checkpoints) ----------------------------------------------
+    #: the fields of :class:`SimmeringState` that are one tensor each (``grad`` is a tuple)
+    TENSOR_FIELDS = tuple(f for f in SimmeringState._fields if f != "grad")
+
+    def state_arrays(self, state: SimmeringState) -> dict[str, np.ndarray]:
+        """The sampler's full state as NumPy arrays: every field of ``state`` and the
+        momenta it owns (stored displacements ``displacement/i``, see the class
+        docstring). :meth:`restore` is its inverse; together they make a resumed chain
+        continue exactly where it stopped."""
+        arrays = {field: getattr(state, field).numpy() for field in self.TENSOR_FIELDS}
+        for i, (q, g) in enumerate(zip(self.displacement, state.grad)):
+            arrays[f"displacement/{i}"] = q.numpy()
+            arrays[f"grad/{i}"] = np.asarray(g)
+        return arrays
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> SimmeringState:
+        """The state of :meth:`state_arrays` (the momenta are assigned to the sampler's
+        variables); a missing or misshapen entry raises ``ValueError`` naming it."""
+        for i, q in enumerate(self.displacement):
+            key = f"displacement/{i}"
+            if key not in arrays or tuple(arrays[key].shape) != tuple(q.shape):
+                raise ValueError(f"sampler state: {key} missing or not of shape {tuple(q.shape)}")
+            q.assign(arrays[key])
+        missing = [f for f in self.TENSOR_FIELDS if f not in arrays]
+        if missing:
+            raise ValueError(f"sampler state lacks {missing}")
+        grads = tuple(tf.constant(arrays[f"grad/{i}"]) for i in range(len(self.variables)))
+        return SimmeringState(grad=grads,
+                              **{f: tf.constant(arrays[f]) for f in self.TENSOR_FIELDS})
 
     def _tensor_factor(self, factor: tf.Tensor, i: int) -> tf.Tensor:
         """The per-tensor slice of a per-group factor (adaptive) or the factor itself."""

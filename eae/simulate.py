@@ -38,7 +38,7 @@ import logging
 import math
 import os
 import time as _time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -47,6 +47,7 @@ import xarray as xr
 from scipy import integrate
 
 from eae.progress import Progress
+from eae.settings import settings_from
 
 log = logging.getLogger("eae")
 
@@ -104,11 +105,7 @@ def params_from_config(cfg: Mapping[str, Any] | RDParams) -> RDParams:
     if isinstance(cfg, RDParams):
         params = cfg
     else:
-        known = {f.name for f in fields(RDParams)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"rd.simulation: unknown config key(s) {unknown}; known: {sorted(known)}")
-        params = RDParams(**dict(cfg))
+        params = settings_from(RDParams, cfg, "rd.simulation")
     checks = [
         (params.n >= 8, "n must be >= 8"),
         (params.length > 0, "length must be > 0"),

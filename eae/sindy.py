@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -302,52 +301,35 @@ def rd_trainer(cfg: Mapping, data_path):
     val = splits.get("val")
     trainer = EAETrainer(
         encoder, decoder, [train["x"], train["x_dot"]],
-        simmering.SimmeringConfig.from_dict(cfg["sampler"]),
-        TrainSettings.from_dict(cfg["train"]),
+        simmering.SimmeringConfig.from_dict(cfg["sampler"], "rd.eae.sampler"),
+        TrainSettings.from_dict(cfg["train"], "rd.eae.train"),
         loss_fn=loss_from_config(cfg["loss"]),
         val_arrays=[val["x"], val["x_dot"]] if val is not None and len(val["x"]) else None,
     )
     return trainer, splits
 
 
+def _describe(trainer, splits, cfg) -> str:
+    return (f"SINDy-EAE: {trainer.n_train} training snapshots of {splits['train']['x'].shape[1]} "
+            f"pixels, {trainer.steps_per_update} encoder steps per decoder update, "
+            f"N_f = {trainer.sampler.n_dof}")
+
+
+def _final_summary(history) -> dict:
+    last = history.iloc[-1]
+    return {"final": {"loss_mean": float(last["loss_mean"]),
+                      "val_loss": float(last.get("val_loss", float("nan"))),
+                      "kinetic_temperature_over_T":
+                          float(last["kinetic_temperature"] / last["temperature"])}}
+
+
 def train_sindy_stage(cfg: Mapping, data_path, out_dir, checkpoint_dir=None,
                       stop_after: int | None = None):
-    """Stage ``train_rd_eae``: train (or resume) the SINDy-EAE.
+    """Stage ``train_rd_eae``: train (or resume) the SINDy-EAE (config ``rd.eae``
+    without ``ensemble``) — :func:`eae.experiment.train_stage` of :data:`RD`."""
+    from eae.experiment import train_stage
 
-    Writes into ``out_dir``: encoder.keras, decoder.keras, final_state.npz (the full
-    final state, thermostat included, from which :func:`coefficients_stage` continues
-    the chain) and history.csv; its provenance goes to the sidecar of ``out_dir``. The
-    running checkpoint lives in ``checkpoint_dir`` (default ``out_dir``): keep it
-    outside a Snakemake ``directory()`` output so a killed job resumes; one made with
-    other training settings or data is ignored (:meth:`EAETrainer.fit`).
-    ``stop_after`` ends the call after that many decoder updates (tests). Returns the
-    history DataFrame.
-    """
-    from eae.provenance import make_record, now_iso, record_outputs
-    from eae.train import stage_fingerprint
-
-    started = now_iso()
-    out = Path(out_dir)
-    trainer, splits = rd_trainer(cfg, data_path)
-    train_cfg = {k: cfg[k] for k in TRAIN_SECTIONS}
-    fingerprint = stage_fingerprint(train_cfg, data_path, "eae.sindy")
-    logger.info("SINDy-EAE: %d training snapshots of %d pixels, %d encoder steps per decoder "
-                "update, N_f = %d", trainer.n_train, splits["train"]["x"].shape[1],
-                trainer.steps_per_update, trainer.sampler.n_dof)
-    history = trainer.fit(out, checkpoint_dir, stop_after=stop_after, fingerprint=fingerprint)
-    if trainer.update < trainer.settings.decoder_updates:
-        return history  # stopped early on request: no final models
-    trainer.save_models(out)
-    last = history.iloc[-1]
-    record = make_record(
-        "train_rd_eae", config=train_cfg, seeds={"train": cfg["train"].get("seed", 0)},
-        inputs=[data_path], started=started, modules=["eae.sindy"],
-        extra={"final": {"loss_mean": float(last["loss_mean"]),
-                         "val_loss": float(last.get("val_loss", float("nan"))),
-                         "kinetic_temperature_over_T":
-                             float(last["kinetic_temperature"] / last["temperature"])}})
-    record_outputs(record, [out, out / "history.csv"])
-    return history
+    return train_stage(RD, cfg, data_path, out_dir, checkpoint_dir, stop_after=stop_after)
 
 
 def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg: Mapping,
@@ -387,35 +369,17 @@ def make_recorder(trainer, x_test: np.ndarray, x_dot_test: np.ndarray, loss_cfg:
     return record
 
 
-def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
-    """Stage ``rd_coefficients``: M encoder samples with the decoder fixed, continuing the
-    thermostat chain where training ended; per member Ξ on the test data → Zarr.
-
-    Store: ``coefficients`` (member, term, latent) — the coefficient of library term
-    ``term`` in dz_latent/dt —, ``latent_code`` and ``latent_velocity`` (member, sample,
-    latent): test latents z and their time derivatives ż = J_E ẋ;
-    ``loss``, ``kinetic_temperature`` and (if
-    ``ensemble.test_loss``) ``test_loss`` (member); the ensemble means
-    ``coefficients_mean`` and ``latent_code_mean``, coords ``term`` (names), ``latent``
-    ("z1", "z2"), ``time`` (sample).
-    """
+def _recording(trainer, splits, cfg, data_path):
+    """Per member Ξ, z and ż on the test data (:func:`make_recorder`); coords ``term``
+    (library names), ``latent`` ("z1", "z2"), ``time`` (sample)."""
     import xarray as xr
 
-    from eae.ensemble import sample_ensemble, sampling_options
-    from eae.provenance import make_record, now_iso
+    from eae.experiment import Recording
 
-    started = now_iso()
-    ckpt = Path(train_dir) / "final_state.npz"
-    if not ckpt.exists():
-        raise FileNotFoundError(f"rd_coefficients: no trained state at {ckpt} "
-                                f"(run train_rd_eae first)")
-    trainer, splits = rd_trainer(cfg, data_path)
-    trainer.load_checkpoint(ckpt)
     test = splits["test"]
     latent_dim = int(trainer.encoder.output_shape[-1])
-    ens = cfg["ensemble"]
     record = make_recorder(trainer, test["x"], test["x_dot"], cfg["loss"],
-                           test_loss=bool(ens.get("test_loss", False)))
+                           test_loss=bool(cfg["ensemble"]["test_loss"]))
     static = xr.Dataset(
         coords={"sample": np.arange(len(test["x"])),
                 "time": ("sample", test["time"]),
@@ -426,19 +390,38 @@ def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
         attrs={"coefficients_convention":
                "d(latent)/dt = sum over term of coefficients[term, latent] * term(z)"},
     )
+    return Recording(record, static, ("coefficients", "latent_code"))
 
-    def provenance():  # evaluated when the store is complete
-        return make_record("rd_coefficients", config=cfg,
-                           seeds={"train": cfg["train"].get("seed", 0)},
-                           inputs=[data_path, train_dir], started=started,
-                           modules=["eae.sindy"])
 
-    return sample_ensemble(trainer, record, out_path, n_members=int(ens["members"]),
-                           thin=int(ens.get("thin", 1)),
-                           chunk_members=int(ens.get("chunk_members", 500)),
-                           mean_of=("coefficients", "latent_code"), static=static,
-                           provenance=provenance, history=Path(train_dir) / "history.csv",
-                           **sampling_options(ens))
+def coefficients_stage(cfg: Mapping, data_path, train_dir, out_path):
+    """Stage ``rd_coefficients``: M encoder samples with the decoder fixed, continuing the
+    thermostat chain where training ended; per member Ξ on the test data → Zarr
+    (:func:`eae.ensemble.ensemble_stage` of :data:`RD`).
+
+    Store: ``coefficients`` (member, term, latent) — the coefficient of library term
+    ``term`` in dz_latent/dt —, ``latent_code`` and ``latent_velocity`` (member, sample,
+    latent): test latents z and their time derivatives ż = J_E ẋ;
+    ``loss``, ``kinetic_temperature`` and (if
+    ``ensemble.test_loss``) ``test_loss`` (member); the ensemble means
+    ``coefficients_mean`` and ``latent_code_mean``, coords ``term`` (names), ``latent``
+    ("z1", "z2"), ``time`` (sample).
+    """
+    from eae.ensemble import ensemble_stage
+
+    return ensemble_stage(RD, cfg, data_path, train_dir, out_path)
+
+
+def _spec():
+    from eae.experiment import ExperimentSpec
+
+    return ExperimentSpec(name="rd", module="eae.sindy", trainer=rd_trainer,
+                          recording=_recording, train_name="train_rd_eae",
+                          ensemble_name="rd_coefficients", describe=_describe,
+                          final_summary=_final_summary)
+
+
+#: The SINDy-EAE on reaction–diffusion as an :class:`eae.experiment.ExperimentSpec`.
+RD = _spec()
 
 
 # -- synthetic data (tests, CI) ------------------------------------------------------------

@@ -30,6 +30,7 @@ from eae.chains import ChainEncoder, chain_mean, chains_of
 from eae.io import write_csv_atomic
 from eae.progress import Progress
 from eae.runtime import keras, tf
+from eae.settings import settings_from
 
 logger = logging.getLogger("eae")
 
@@ -44,8 +45,6 @@ CHECKPOINT_FORMAT = "chains-2"  # 2: adaptive thermostat state (friction, eta, h
 LOSS_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: a round whose mean T_kin is this many times its target T is logged as a warning
 HOT_WARNING_FACTOR = 2.0
-STATE_SCALARS = ("pending_scale", "loss", "ke2", "xi", "v_xi", "step", "seed", "friction", "eta",
-                 "heat")
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,9 +93,10 @@ class TrainSettings:
     deterministic: bool = True
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "TrainSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+    def from_dict(cls, cfg: dict, section: str = "train", ignore=()) -> "TrainSettings":
+        """From a ``train`` config block; unknown keys (bar ``ignore``) raise
+        :class:`eae.settings.UnknownSettingError` (:func:`eae.settings.settings_from`)."""
+        return settings_from(cls, cfg, section, ignore)
 
     def steps_per_update(self, n_train: int) -> int:
         if self.encoder_steps:
@@ -468,23 +468,18 @@ class EAETrainer:
                                   ("opt", self.optimizer.variables)):
             for i, v in enumerate(variables):
                 arrays[f"{prefix}/{i}"] = v.numpy()
-        s = self.state
-        for field in STATE_SCALARS:
-            arrays[f"state/{field}"] = getattr(s, field).numpy()
-        for i, (q, g) in enumerate(zip(self.sampler.displacement, s.grad)):
-            arrays[f"state/displacement/{i}"] = q.numpy()
-            arrays[f"state/grad/{i}"] = g.numpy()
+        for key, value in self.sampler.state_arrays(self.state).items():
+            arrays[f"state/{key}"] = value
         for i, v in enumerate(self.theta0):
             arrays[f"theta0/{i}"] = v.numpy()
         return arrays
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Write every piece of training state atomically (tmp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **self.checkpoint_arrays())
-        os.replace(tmp, path)
+        """Write every piece of training state atomically (:func:`eae.io.atomic_path`)."""
+        from eae.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **self.checkpoint_arrays())
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         with np.load(path) as data:
@@ -494,16 +489,11 @@ class EAETrainer:
                                       ("opt", self.optimizer.variables)):
                 for i, v in enumerate(variables):
                     v.assign(data[f"{prefix}/{i}"])
-            n = len(self.enc_vars)
             if "theta0/0" in data:  # older checkpoints lack θ₀: the builder's weights stand
                 for i, v in enumerate(self.theta0):
                     v.assign(data[f"theta0/{i}"])
-            for i, q in enumerate(self.sampler.displacement):
-                q.assign(data[f"state/displacement/{i}"])
-            self.state = simmering.SimmeringState(
-                grad=tuple(tf.constant(data[f"state/grad/{i}"]) for i in range(n)),
-                **{f: tf.constant(data[f"state/{f}"]) for f in STATE_SCALARS},
-            )
+            self.state = self.sampler.restore(
+                {k[len("state/"):]: data[k] for k in data.files if k.startswith("state/")})
 
     # -- the loop -------------------------------------------------------------
     def fit(self, out_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None,
@@ -570,22 +560,13 @@ def _checkpoint_fingerprint(path: Path) -> str:
         return str(data["fingerprint"]) if "fingerprint" in data else ""
 
 
-def config_fingerprint(*parts) -> str:
-    """A short hash of JSON-serialisable settings and input checksums."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def stage_fingerprint(settings, data_path, module: str) -> str:
-    """The checkpoint fingerprint of a training stage: its settings, its data store's
-    checksum and the source of the code it runs (``module``'s import closure in eae). A
-    code change makes Snakemake rerun the job; without the source here that job would
-    resume the old run's finished checkpoint and write the old model under new code."""
-    from eae.provenance import sha256_path, source_hash
+    """The checkpoint fingerprint of a training stage (:func:`eae.provenance.fingerprint`):
+    its settings, its data store's checksum and the source of ``module``'s import
+    closure in eae."""
+    from eae.provenance import fingerprint
 
-    return config_fingerprint(settings, sha256_path(data_path), source_hash([module]))
+    return fingerprint(settings, [data_path], [module])
 
 
 def _conf_columns(conf, temperature: float) -> dict:
@@ -640,18 +621,46 @@ def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
     return trainer, splits
 
 
-def train_images_stage(cfg: dict, data_path, out_dir, checkpoint_dir=None) -> pd.DataFrame:
-    """Stage ``train_eae``: train (or resume from ``checkpoint_dir``) and save the models."""
-    from eae.provenance import make_record, now_iso, record_outputs
+def _describe_images(trainer, splits, cfg) -> str:
+    return (f"EAE: {trainer.n_train} training samples, {trainer.steps_per_update} encoder "
+            f"steps per decoder update, N_f = {trainer.sampler.n_dof}")
 
-    started = now_iso()
-    trainer, _ = image_trainer(cfg, data_path)
-    logger.info("EAE: %d training samples, %d encoder steps per decoder update, N_f = %d",
-                trainer.n_train, trainer.steps_per_update, trainer.sampler.n_dof)
-    fingerprint = stage_fingerprint(cfg, data_path, "eae.train")
-    history = trainer.fit(out_dir, checkpoint_dir, fingerprint=fingerprint)
-    trainer.save_models(out_dir)
-    record = make_record("train_eae", config=cfg, seeds={"train": cfg["train"]["seed"]},
-                         inputs=[data_path], started=started, modules=["eae.train"])
-    record_outputs(record, [Path(out_dir), Path(out_dir) / "history.csv"])
-    return history
+
+def _image_recording(trainer, splits, cfg, data_path):
+    """Test-set latents [C, n, unit] of every chain per member; labels when the data
+    has them."""
+    import xarray as xr
+
+    from eae.experiment import Recording
+
+    x_test, labels = splits["test"]
+    x_test_t = tf.constant(x_test)
+    encode = tf.function(lambda: trainer.encoder.encode_each(x_test_t))
+    static = xr.Dataset(
+        {"labels": ("sample", labels)} if labels is not None else {},
+        coords={"sample": np.arange(len(x_test)),
+                "unit": np.arange(int(trainer.encoder.output_shape[-1]))},
+    )
+    record = lambda: {"latent": (("sample", "unit"), encode().numpy())}  # noqa: E731
+    return Recording(record, static, ("latent",))
+
+
+def train_images_stage(cfg: dict, data_path, out_dir, checkpoint_dir=None,
+                       stop_after: int | None = None) -> pd.DataFrame:
+    """Stage ``train_eae``: train (or resume from ``checkpoint_dir``) and save the models
+    — :func:`eae.experiment.train_stage` of :data:`IMAGES`."""
+    from eae.experiment import train_stage
+
+    return train_stage(IMAGES, cfg, data_path, out_dir, checkpoint_dir, stop_after=stop_after)
+
+
+def _images_spec():
+    from eae.experiment import ExperimentSpec
+
+    return ExperimentSpec(name="images", module="eae.train", trainer=image_trainer,
+                          recording=_image_recording, train_name="train_eae",
+                          ensemble_name="ensemble", describe=_describe_images)
+
+
+#: The image experiments (MNIST, Frey Faces) as an :class:`eae.experiment.ExperimentSpec`.
+IMAGES = _images_spec()

@@ -25,6 +25,7 @@ import pandas as pd
 
 from eae import sampler as simmering
 from eae.runtime import tf
+from eae.settings import settings_from
 
 logger = logging.getLogger("eae")
 
@@ -48,14 +49,14 @@ class ValidationSettings:
     noise_particles: int = 2000
     noise_steps: int = 20000
     noise_temperature: float = 1e-3
+    fail_on_error: bool = True
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "ValidationSettings":
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in cfg.items() if k in names}
-        if "thermostats" in values:
-            values["thermostats"] = tuple(values["thermostats"])
-        return cls(**values)
+    def from_dict(cls, cfg: dict, section: str = "validation") -> "ValidationSettings":
+        """From the ``validation`` config block; unknown keys raise
+        :class:`eae.settings.UnknownSettingError`."""
+        settings = settings_from(cls, cfg, section)
+        return dataclasses.replace(settings, thermostats=tuple(settings.thermostats))
 
 
 def _config(s: ValidationSettings, thermostat: str = "nhc", **overrides) -> simmering.SimmeringConfig:
@@ -325,6 +326,6 @@ def validation_stage(cfg: dict, csv_path: str, figure_path: str) -> pd.DataFrame
     record_outputs(record, [csv_path, figure_path])
     logger.info("validation results:\n%s", table.to_string(index=False))
     failed = table[~table["passed"] & table["enforced"]]
-    if cfg.get("fail_on_error", True) and len(failed):
+    if settings.fail_on_error and len(failed):
         raise RuntimeError("Sampler validation failed:\n" + failed.to_string(index=False))
     return table

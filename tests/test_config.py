@@ -3,7 +3,6 @@ cross-field rules, data files and unreadable files, each named by its key or fil
 same check (eae.config.check_config) in `eae check-config` and before the workflow plans."""
 
 import math
-import os
 import subprocess
 import sys
 
@@ -348,7 +347,7 @@ def test_snakemake_refuses_a_bad_config_before_any_job(repo_root, tmp_path):
 
 def test_paper_rd_runs_only_reaction_diffusion_in_its_own_directory(repo_root, tmp_path):
     """The documented paper-scale RD command (make paper-rd), as a dry run: only the RD
-    chain (plus the sampler self-check and the report extras) is planned, into the run's
+    chain (plus the report extras; not the sampler self-check) is planned, into the run's
     own directory."""
     makefile = (repo_root / "Makefile").read_text()
     assert ("PAPER_RD_ARGS := --directory runs/paper-rd --configfile config/paper.yaml "
@@ -363,7 +362,7 @@ def test_paper_rd_runs_only_reaction_diffusion_in_its_own_directory(repo_root, t
     from test_workflow import planned_jobs
 
     jobs = planned_jobs(log)
-    assert set(jobs) == {"all", "validation", "simulate_rd", "prepare_rd", "train_rd_eae",
+    assert set(jobs) == {"all", "simulate_rd", "prepare_rd", "train_rd_eae",
                          "rd_coefficients", "rd_analysis", "diagnostics", "resolved_config",
                          "provenance_records"}, jobs
     assert "results/tables/table4_vs_paper.md" in log

@@ -188,7 +188,7 @@ def test_identified_models_threshold():
 
 
 def test_analysis_params_reject_unknown_keys():
-    with pytest.raises(ValueError, match="unknown config key"):
+    with pytest.raises(ValueError, match="rd.analysis: unknown setting"):
         ra.AnalysisParams.from_dict({"treshold": 0.1})
     with pytest.raises(ValueError, match="model_terms"):
         ra.AnalysisParams.from_dict({"model_terms": "some"})

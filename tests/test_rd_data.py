@@ -96,7 +96,7 @@ def test_load_rd_split(stores):
     (dict(n_train=10, n_val=10, n_test=40), "overlaps"),
     (dict(n_train=10, n_val=10, n_test=10, pool_fraction=1.0), "pool_fraction"),
     (dict(n_train=0, n_val=10, n_test=10), ">= 1"),
-    (dict(n_train=10, n_val=10, n_test=10, extra=1), "unknown config key"),
+    (dict(n_train=10, n_val=10, n_test=10, extra=1), "rd.data: unknown setting"),
 ])
 def test_bad_config_raises_and_writes_nothing(stores, tmp_path, cfg, match):
     sim_path, _ = stores

@@ -179,3 +179,43 @@ def test_sampled_mlp_loss_sits_above_adam_optimum_and_falls_with_temperature():
 
     hot, cold = mean_sampled_loss(1e-3), mean_sampled_loss(1e-4)
     assert hot > cold > optimum
+
+
+@pytest.mark.parametrize("thermostat", ["nhc", "adaptive"])
+def test_state_arrays_restore_the_chain_exactly(thermostat):
+    """state_arrays/restore carry the whole sampler state, momenta included: a chain
+    restored into a fresh sampler continues step for step as the original does."""
+    def make():
+        x = tf.Variable(np.linspace(-1, 1, 6).astype(np.float32))
+        config = S.SimmeringConfig(temperature=T, dt=0.05, thermostat=thermostat)
+        sampler = S.Simmering([x], config)
+        return x, sampler, S.potential_value_and_grad([x], lambda: tf.reduce_sum(x ** 4))
+
+    x, sampler, vg = make()
+    state, _ = sampler.init(vg, seed=[3, 1])
+    for _ in range(7):
+        state, _, _ = sampler.step(state, vg)
+    arrays = sampler.state_arrays(state)
+    saved_x = x.numpy()
+    for _ in range(5):
+        state, _, _ = sampler.step(state, vg)
+    x2, sampler2, vg2 = make()
+    x2.assign(saved_x)
+    state2 = sampler2.restore(arrays)
+    for _ in range(5):
+        state2, _, _ = sampler2.step(state2, vg2)
+    np.testing.assert_array_equal(x2.numpy(), x.numpy())
+    np.testing.assert_array_equal(sampler2.momenta(state2)[0].numpy(), sampler.momenta(state)[0].numpy())
+    broken = {k: v for k, v in arrays.items() if k != "displacement/0"}
+    with pytest.raises(ValueError, match="displacement/0"):
+        sampler2.restore(broken)
+    with pytest.raises(ValueError, match="lacks"):
+        sampler2.restore({k: v for k, v in arrays.items() if k != "xi"})
+
+
+def test_settings_reject_unknown_keys_naming_the_section():
+    from eae.settings import UnknownSettingError
+
+    with pytest.raises(UnknownSettingError, match=r"rd.eae.sampler: unknown setting\(s\) \['temprature'\]"):
+        S.SimmeringConfig.from_dict({"temprature": 1e-6}, "rd.eae.sampler")
+    assert S.SimmeringConfig.from_dict({"temperature": 1e-6}).temperature == 1e-6

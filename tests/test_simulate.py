@@ -257,7 +257,7 @@ def test_simulate_stage_writes_chunked_store_with_provenance(tmp_path):
 @pytest.mark.parametrize("bad, match", [
     (dict(n=16, t_end=1.03), "multiple of save_interval"),
     (dict(n=16, t_end=1.0, method="euler"), "method"),
-    (dict(n=16, t_end=1.0, nn=3), "unknown config key"),
+    (dict(n=16, t_end=1.0, nn=3), "rd.simulation: unknown setting"),
     (dict(n=4, t_end=1.0), "n must be"),
     (dict(n=16, t_end=1.0, save_start=0.025), "save_start"),
     (dict(n=16, t_end=1.0, tolerance=-1e-6), "tolerance"),

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from eae import sindy
 from eae.models import mlp_decoder, mlp_encoder
+from helpers import config_section
 
 SPEC_TERMS = ["z1", "z2", "z1^2", "z1 z2", "z2^2", "z1^3", "z1^2 z2", "z1 z2^2", "z2^3",
               "sin(z1)", "sin(z2)"]
@@ -300,16 +301,17 @@ def test_loss_decreases_under_a_few_adam_steps():
 
 # -- stages on a synthetic oscillator -----------------------------------------------------------
 
-TINY_CFG = {
+TINY_CFG = config_section("rd.eae", {
     "model": {"encoder_hidden": [32], "decoder_hidden": [32], "latent_dim": 2,
               "activation": "elu"},
     "loss": {"lambda_x": 1.0, "lambda_x_dot": 0.5, "ridge": 1e-3},
     "sampler": {"temperature": 1e-7, "dt": 0.1, "mass": 1.0, "chain_length": 10, "tau": 20.0,
-                "sy_order": 1, "resample_every": 5, "initial_velocities": "gaussian"},
+                "sy_order": 1, "resample_every": 5, "initial_velocities": "gaussian",
+                "thermostat": "nhc"},
     "train": {"decoder_updates": 40, "encoder_steps": 25, "batch_size": 128,
               "learning_rate": 0.01, "seed": 0, "log_every_s": 1000.0},
     "ensemble": {"members": 40, "thin": 1, "chunk_members": 16},
-}
+})
 
 
 @pytest.fixture(scope="module")

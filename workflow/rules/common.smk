@@ -10,7 +10,7 @@ from eae.faces import (
     temperature_tags,
     train_config,
 )
-from eae.metrics import analysis_inputs
+from eae.metrics import TABLE1_SETTINGS, analysis_inputs
 from eae.provenance import module_closure
 from eae.sweep import sweep_targets
 
@@ -53,10 +53,12 @@ def all_targets():
 
 def result_targets(wildcards=None):
     """Every table, figure and store the current config asks for."""
-    targets = [
-        "results/validation/sampler.csv",
-        "results/figures/validation_sampler.png",
-    ]
+    targets = []
+    if config["validation"]["enabled"]:
+        targets += [
+            "results/validation/sampler.csv",
+            "results/figures/validation_sampler.png",
+        ]
     for dataset in enabled_image_datasets():
         targets += expand(
             "results/{dataset}/{model}",

@@ -23,7 +23,7 @@ rule metrics:
     resources:
         mem_mb=6000,
     params:
-        cfg=config["analysis"],
+        cfg={k: config["analysis"][k] for k in TABLE1_SETTINGS},
     script:
         "../scripts/metrics.py"
 

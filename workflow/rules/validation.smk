@@ -22,6 +22,6 @@ rule validation:
     resources:
         mem_mb=2000,
     params:
-        cfg=config["validation"],
+        cfg={k: v for k, v in config["validation"].items() if k != "enabled"},
     script:
         "../scripts/validation.py"
