@@ -36,10 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from eae.chains import ChainEncoder  # noqa: E402
-from eae.models import mlp_decoder, mlp_encoder  # noqa: E402
-from eae.sampler import SimmeringConfig  # noqa: E402
-from eae.train import EAETrainer, TrainSettings  # noqa: E402
+from eae.core.chains import ChainEncoder  # noqa: E402
+from eae.core.models import mlp_decoder, mlp_encoder  # noqa: E402
+from eae.core.sampler import SimmeringConfig  # noqa: E402
+from eae.core.trainer import EAETrainer, TrainSettings  # noqa: E402
 
 # --quick sizes: a quick run's time goes into compiling the two rounds, not stepping them.
 QUICK = {"steps": 5, "repeats": 2}

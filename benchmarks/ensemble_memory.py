@@ -56,11 +56,11 @@ def sample_and_measure(members: int, samples: int, chains: int, chunk_members: i
     import tensorflow as tf
     import xarray as xr
 
-    from eae.ensemble import draws_per_chain, sample_ensemble
-    from eae.metrics import DEFAULTS, ensemble_statistics
-    from eae.models import mlp_decoder, mlp_encoder
-    from eae.sampler import SimmeringConfig
-    from eae.train import EAETrainer, TrainSettings, build_chain_encoder
+    from eae.core.ensemble import draws_per_chain, sample_ensemble
+    from eae.experiments.images.metrics import DEFAULTS, ensemble_statistics
+    from eae.core.models import mlp_decoder, mlp_encoder
+    from eae.core.sampler import SimmeringConfig
+    from eae.core.trainer import EAETrainer, TrainSettings, build_chain_encoder
 
     rng = np.random.default_rng(0)
     train = rng.uniform(size=(2000, INPUT)).astype("float32")

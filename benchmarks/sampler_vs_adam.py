@@ -39,8 +39,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from eae import sampler as simmering  # noqa: E402
-from eae.models import mlp_decoder, mlp_encoder  # noqa: E402
-from eae.train import EAETrainer, TrainSettings, batch_indices, mse_loss  # noqa: E402
+from eae.core.models import mlp_decoder, mlp_encoder  # noqa: E402
+from eae.core.trainer import EAETrainer, TrainSettings, batch_indices, mse_loss  # noqa: E402
 
 # --quick sizes. Compiling, not stepping, is what a quick run spends its time on: 5 steps
 # make the warm-up's indices[:5] the timed shape (one trace per loop), and the graph

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import numpy as np
 
-    from eae.progress import setup_logging
-    from eae.simulate import RDParams, simulate
+    from eae.support.progress import setup_logging
+    from eae.experiments.rd.simulate import RDParams, simulate
 
     setup_logging(None)
     base = dict(n=args.n, t_end=args.t_end, save_interval=args.save_interval)

@@ -33,10 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from eae.chains import ChainEncoder  # noqa: E402
-from eae.models import mlp_decoder, mlp_encoder  # noqa: E402
-from eae.sampler import SimmeringConfig  # noqa: E402
-from eae.train import EAETrainer, TrainSettings  # noqa: E402
+from eae.core.chains import ChainEncoder  # noqa: E402
+from eae.core.models import mlp_decoder, mlp_encoder  # noqa: E402
+from eae.core.sampler import SimmeringConfig  # noqa: E402
+from eae.core.trainer import EAETrainer, TrainSettings  # noqa: E402
 
 QUICK = {"steps": 3, "repeats": 2, "chains": 2, "tconf_batch": 16}
 

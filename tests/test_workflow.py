@@ -113,7 +113,7 @@ def test_editing_a_module_reruns_the_stages_that_use_it(repo_root, workflow_run)
     import os
 
     # Snakemake compares checksums of inputs, so the edit must change the content
-    module = repo_root / "eae" / "ensemble.py"
+    module = repo_root / "eae" / "core" / "ensemble.py"
     original, stat = module.read_bytes(), module.stat()
     try:
         module.write_bytes(original + b"\n# an edit\n")

@@ -7,7 +7,7 @@
 # Not part of the default target: run `snakemake archive`.
 from pathlib import Path
 
-from eae.archive import workflow_files
+from eae.support.archive import workflow_files
 
 # the folder of the Snakefile (this file is workflow/rules/archive.smk)
 WORKFLOW_DIR = Path(workflow.current_basedir).parents[1]
@@ -16,7 +16,7 @@ WORKFLOW_DIR = Path(workflow.current_basedir).parents[1]
 rule archive:
     input:
         targets=all_targets(),
-        code=eae_sources("eae.archive"),
+        code=eae_sources("eae.support.archive"),
         workflow=[str(WORKFLOW_DIR / path) for path in workflow_files(WORKFLOW_DIR)],
     output:
         "results/archive/eae-results.tar.gz",

@@ -16,7 +16,7 @@ wildcard_constraints:
 rule train_baseline:
     input:
         data="results/data/{dataset}.zarr",
-        code=eae_sources("eae.baselines"),
+        code=eae_sources("eae.experiments.images.baselines"),
     output:
         directory("results/{dataset}/{model}"),
     log:

@@ -1,8 +1,8 @@
 # Config validation and the helpers every stage uses.
 from pathlib import Path
 
-from eae.config import ConfigError, check_config
-from eae.faces import (
+from eae.support.config import ConfigError, check_config
+from eae.experiments.faces.faces import (
     faces_targets,
     ensemble_config,
     raw_inputs,
@@ -10,9 +10,9 @@ from eae.faces import (
     temperature_tags,
     train_config,
 )
-from eae.metrics import TABLE1_SETTINGS, analysis_inputs
-from eae.provenance import module_closure
-from eae.sweep import sweep_targets
+from eae.experiments.images.metrics import TABLE1_SETTINGS, analysis_inputs
+from eae.support.provenance import module_closure
+from eae.experiments.sweep import sweep_targets
 
 SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
 

@@ -7,7 +7,7 @@
 rule diagnostics:
     input:
         store=lambda wildcards: ensemble_store(wildcards.run),
-        code=eae_sources("eae.diagnostics"),
+        code=eae_sources("eae.core.diagnostics"),
     output:
         csv=report(
             "results/{run}/diagnostics.csv",

@@ -5,7 +5,7 @@ rule ensemble:
     input:
         data="results/data/{dataset}.zarr",
         model="results/{dataset}/eae/model",
-        code=eae_sources("eae.ensemble"),
+        code=eae_sources("eae.core.ensemble", "eae.experiments.images.eae"),
     output:
         directory("results/{dataset}/eae/ensemble.zarr"),
     log:

@@ -7,7 +7,7 @@
 rule figures_images:
     input:
         unpack(analysis_input_files),
-        code=eae_sources("eae.figures"),
+        code=eae_sources("eae.experiments.images.figures"),
     output:
         densities=report(
             "results/figures/{dataset}_latent_densities.png",
@@ -39,7 +39,7 @@ rule figures_images:
 rule figure_interpolation:
     input:
         unpack(analysis_input_files),
-        code=eae_sources("eae.figures"),
+        code=eae_sources("eae.experiments.images.figures"),
     output:
         interpolation=report(
             "results/figures/{dataset}_interpolation.png",

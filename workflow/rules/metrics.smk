@@ -8,7 +8,7 @@
 rule metrics:
     input:
         unpack(analysis_input_files),
-        code=eae_sources("eae.metrics"),
+        code=eae_sources("eae.experiments.images.metrics"),
     output:
         "results/{dataset}/metrics.csv",
     log:
@@ -33,7 +33,7 @@ rule table1:
         csvs=lambda wildcards: expand(
             "results/{dataset}/metrics.csv", dataset=enabled_image_datasets()
         ),
-        code=eae_sources("eae.metrics"),
+        code=eae_sources("eae.experiments.images.metrics"),
     output:
         csv=report(
             "results/tables/table1.csv",

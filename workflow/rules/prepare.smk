@@ -40,7 +40,7 @@ rule download_frey:
 rule prepare_mnist:
     input:
         unpack(mnist_raw_input),
-        code=eae_sources("eae.data"),
+        code=eae_sources("eae.experiments.images.data"),
     output:
         directory("results/data/mnist.zarr"),
     log:
@@ -62,7 +62,7 @@ rule prepare_mnist:
 rule prepare_frey:
     input:
         unpack(frey_raw_input),
-        code=eae_sources("eae.data"),
+        code=eae_sources("eae.experiments.images.data"),
     output:
         directory("results/data/frey.zarr"),
     log:

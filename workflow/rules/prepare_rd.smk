@@ -5,7 +5,7 @@
 rule prepare_rd:
     input:
         sim="results/rd/simulation.zarr",
-        code=eae_sources("eae.rd_data"),
+        code=eae_sources("eae.experiments.rd.data"),
     output:
         directory("results/rd/dataset.zarr"),
     log:

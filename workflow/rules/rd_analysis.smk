@@ -8,7 +8,7 @@ rule rd_analysis:
     input:
         coefficients="results/rd/eae/coefficients.zarr",
         data="results/rd/dataset.zarr",
-        code=eae_sources("eae.rd_analysis"),
+        code=eae_sources("eae.experiments.rd.analysis"),
     output:
         table_csv=report(
             "results/tables/table4.csv",

@@ -4,7 +4,7 @@
 
 rule resolved_config:
     input:
-        code=eae_sources("eae.config"),
+        code=eae_sources("eae.support.config"),
     output:
         report(
             "results/report/config.resolved.yaml",
@@ -26,7 +26,7 @@ rule resolved_config:
 
 rule provenance_records:
     input:
-        code=eae_sources("eae.provenance"),
+        code=eae_sources("eae.support.provenance"),
         results=result_targets,
     output:
         report(

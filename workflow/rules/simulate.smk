@@ -4,7 +4,7 @@
 
 rule simulate_rd:
     input:
-        code=eae_sources("eae.simulate"),
+        code=eae_sources("eae.experiments.rd.simulate"),
     output:
         directory("results/rd/simulation.zarr"),
     log:

@@ -13,7 +13,7 @@
 rule train_rd_eae:
     input:
         data="results/rd/dataset.zarr",
-        code=eae_sources("eae.sindy"),
+        code=eae_sources("eae.experiments.rd.eae"),
     output:
         directory("results/rd/eae/model"),
     log:
@@ -39,7 +39,7 @@ rule rd_coefficients:
     input:
         data="results/rd/dataset.zarr",
         model="results/rd/eae/model",
-        code=eae_sources("eae.sindy"),
+        code=eae_sources("eae.experiments.rd.eae"),
     output:
         directory("results/rd/eae/coefficients.zarr"),
     log:

@@ -10,7 +10,7 @@
 # config, the analysis keys its metrics use, the diagnostics settings), so adding a
 # temperature runs only the new point and the table. Checkpoints live outside the
 # directory() outputs, in results/checkpoints/sweep/, so a killed job resumes.
-from eae.sweep import (
+from eae.experiments.sweep import (
     EXPERIMENTS,
     experiment_inputs,
     point_params,
@@ -22,7 +22,7 @@ from eae.sweep import (
 rule sweep_point:
     input:
         unpack(lambda wildcards: experiment_inputs(wildcards.experiment)),
-        code=eae_sources("eae.sweep"),
+        code=eae_sources("eae.experiments.sweep"),
     output:
         model=directory("results/sweep/{experiment}/{point}/model"),
         ensemble=directory("results/sweep/{experiment}/{point}/ensemble.zarr"),
@@ -56,7 +56,7 @@ rule sweep_table:
             str(point_paths(wildcards.experiment, tag)["row"])
             for tag in point_tags(config["sweep"])
         ],
-        code=eae_sources("eae.sweep"),
+        code=eae_sources("eae.experiments.sweep"),
     output:
         csv=report(
             "results/sweep/{experiment}/sweep.csv",

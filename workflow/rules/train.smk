@@ -7,7 +7,7 @@
 rule train_eae:
     input:
         data="results/data/{dataset}.zarr",
-        code=eae_sources("eae.train"),
+        code=eae_sources("eae.experiments.images.eae"),
     output:
         directory("results/{dataset}/eae/model"),
     log:

@@ -1,6 +1,6 @@
 rule validation:
     input:
-        code=eae_sources("eae.validation"),
+        code=eae_sources("eae.experiments.sampler_check"),
     output:
         csv=report(
             "results/validation/sampler.csv",

@@ -3,8 +3,8 @@
 import os
 from pathlib import Path
 
-from eae.archive import DEFAULT_EXCLUDE, build_archive
-from eae.progress import setup_logging
+from eae.support.archive import DEFAULT_EXCLUDE, build_archive
+from eae.support.progress import setup_logging
 
 log = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 results = Path(snakemake.output[0]).parents[1]  # noqa: F821 results/archive/<name> -> results

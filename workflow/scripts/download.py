@@ -1,7 +1,7 @@
 """Snakemake script: download one raw data file, checksummed (rules download_*)."""
 
-from eae.data import download
-from eae.progress import setup_logging
+from eae.experiments.images.data import download
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,10 +1,12 @@
-"""Snakemake wrapper: rule ensemble (see eae.ensemble.ensemble_images_stage)."""
+"""Snakemake wrapper: rule ensemble (eae.core.ensemble.ensemble_stage of the image EAE)."""
 
-from eae.ensemble import ensemble_images_stage
-from eae.progress import setup_logging
+from eae.core.ensemble import ensemble_stage
+from eae.experiments.images.eae import IMAGES
+from eae.support.progress import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
-ensemble_images_stage(
+ensemble_stage(
+    IMAGES,
     dict(snakemake.params.cfg),  # noqa: F821
     snakemake.input.data,  # noqa: F821
     snakemake.input.model,  # noqa: F821

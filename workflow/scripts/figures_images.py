@@ -2,9 +2,9 @@
 
 The rule's named outputs (densities, samples, interpolation) say which figures to draw."""
 
-import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
-from eae.figures import figures_stage
-from eae.progress import setup_logging
+import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
+from eae.experiments.images.figures import figures_stage
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,8 +1,8 @@
 """Snakemake wrapper: rule metrics -> results/{dataset}/metrics.csv (see eae.metrics)."""
 
-import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
-from eae.metrics import metrics_stage
-from eae.progress import setup_logging
+import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
+from eae.experiments.images.metrics import metrics_stage
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

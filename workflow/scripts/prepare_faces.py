@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule prepare_faces (see eae.faces.prepare_faces_stage)."""
 
-from eae.faces import prepare_faces_stage
-from eae.progress import setup_logging
+from eae.experiments.faces.faces import prepare_faces_stage
+from eae.support.progress import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 prepare_faces_stage(dict(snakemake.params.cfg), snakemake.output[0])  # noqa: F821

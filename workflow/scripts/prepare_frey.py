@@ -1,7 +1,7 @@
 """Snakemake script: rule prepare_frey -> results/data/frey.zarr."""
 
-from eae.data import prepare_frey
-from eae.progress import setup_logging
+from eae.experiments.images.data import prepare_frey
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,7 +1,7 @@
 """Snakemake script: rule prepare_mnist -> results/data/mnist.zarr."""
 
-from eae.data import prepare_mnist
-from eae.progress import setup_logging
+from eae.experiments.images.data import prepare_mnist
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,7 +1,7 @@
 """Snakemake script: rule prepare_rd -> results/rd/dataset.zarr."""
 
-from eae.progress import setup_logging
-from eae.rd_data import prepare_rd_dataset
+from eae.support.progress import setup_logging
+from eae.experiments.rd.data import prepare_rd_dataset
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -2,8 +2,8 @@
 
 import json
 
-from eae.progress import setup_logging
-from eae.provenance import collect_records
+from eae.support.progress import setup_logging
+from eae.support.provenance import collect_records
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 records = collect_records(snakemake.input.results)  # noqa: F821

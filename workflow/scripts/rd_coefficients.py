@@ -1,7 +1,7 @@
 """Snakemake script: rule rd_coefficients -> results/rd/eae/coefficients.zarr (see eae.sindy)."""
 
-from eae.progress import setup_logging
-from eae.sindy import coefficients_stage
+from eae.support.progress import setup_logging
+from eae.experiments.rd.eae import coefficients_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

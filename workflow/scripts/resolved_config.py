@@ -2,7 +2,7 @@
 
 import yaml
 
-from eae.progress import setup_logging
+from eae.support.progress import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 with open(snakemake.output[0], "w") as fh:  # noqa: F821

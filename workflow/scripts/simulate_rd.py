@@ -1,7 +1,7 @@
 """Snakemake script: rule simulate_rd -> results/rd/simulation.zarr."""
 
-from eae.progress import setup_logging
-from eae.simulate import simulate_stage
+from eae.support.progress import setup_logging
+from eae.experiments.rd.simulate import simulate_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

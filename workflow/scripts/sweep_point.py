@@ -1,8 +1,8 @@
 """Snakemake wrapper: rule sweep_point (see eae.sweep.sweep_point_stage)."""
 
-import eae.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
-from eae.progress import setup_logging
-from eae.sweep import experiment_inputs, sweep_point_stage
+import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
+from eae.support.progress import setup_logging
+from eae.experiments.sweep import experiment_inputs, sweep_point_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 params = dict(snakemake.params.cfg)  # noqa: F821

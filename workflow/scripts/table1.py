@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule table1 -> results/tables/table1.{csv,md} (see eae.metrics)."""
 
-from eae.metrics import table1_stage
-from eae.progress import setup_logging
+from eae.experiments.images.metrics import table1_stage
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,7 +1,7 @@
 """Snakemake script: rule train_baseline -> results/{dataset}/{model}/ (see eae.baselines)."""
 
-from eae.baselines import train_baseline_stage
-from eae.progress import setup_logging
+from eae.experiments.images.baselines import train_baseline_stage
+from eae.support.progress import setup_logging
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule train_eae (see eae.train.train_images_stage)."""
 
-from eae.progress import setup_logging
-from eae.train import train_images_stage
+from eae.support.progress import setup_logging
+from eae.experiments.images.eae import train_images_stage
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 train_images_stage(

@@ -1,7 +1,7 @@
 """Snakemake script: rule train_rd_eae -> results/rd/eae/model/ (see eae.sindy)."""
 
-from eae.progress import setup_logging
-from eae.sindy import train_sindy_stage
+from eae.support.progress import setup_logging
+from eae.experiments.rd.eae import train_sindy_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:

@@ -1,7 +1,7 @@
 """Snakemake wrapper: sampler self-check (see eae.validation)."""
 
-from eae.progress import setup_logging
-from eae.validation import validation_stage
+from eae.support.progress import setup_logging
+from eae.experiments.sampler_check import validation_stage
 
 setup_logging(snakemake.log[0])
 validation_stage(

@@ -1,0 +1,451 @@
+"""Seeded Keras 3 builders for the encoders and decoders of SPEC §3.2–3.3.
+
+Every builder takes an explicit ``seed``. Each layer gets its own initializer seed,
+derived from ``(seed, model name, layer name)``, so building the same model twice
+with the same seed gives bit-identical weights, and an encoder and a decoder built
+with the same seed still start from unrelated weights.
+
+Layer naming convention shared by all decoders: the last affine layer is called
+``logits`` (linear) and is followed by an ``Activation`` layer called ``output``.
+The VAE trainer uses the ``logits`` tensor for a numerically stable binary
+cross-entropy (see :func:`decoder_logits_model`).
+
+Variational encoders (``variational=True``, and :func:`vae_encoder`) are models with
+**two outputs**, ``[z_mean, z_log_var]``, each of shape ``(batch, latent_dim)``; this
+is the paper's "2 × latent" encoder written as two heads on a shared trunk (one
+Dense(2·latent) split in half is the same function class).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from eae.support.runtime import keras
+
+layers = keras.layers
+
+__all__ = [
+    "mlp_encoder",
+    "mlp_decoder",
+    "vae_encoder",
+    "conv_encoder",
+    "conv_decoder",
+    "build_from_config",
+    "validate_model_config",
+    "model_input_shape",
+    "reshape_for_model",
+    "decoder_logits_model",
+    "output_activation_of",
+    "layer_seed",
+    "MLP_DEFAULTS",
+    "CONV_DEFAULTS",
+]
+
+#: Defaults of an ``{"kind": "mlp", ...}`` architecture block (SPEC §3.2).
+MLP_DEFAULTS: dict[str, Any] = {
+    "kind": "mlp",
+    "encoder_hidden": [512, 256],
+    "latent_dim": 64,
+    "decoder_hidden": [256, 512],
+    "activation": "relu",
+    "output_activation": "sigmoid",
+}
+
+#: Defaults of a ``{"kind": "conv", ...}`` architecture block (SPEC §3.3).
+CONV_DEFAULTS: dict[str, Any] = {
+    "kind": "conv",
+    "filters": [32, 64, 128, 256],
+    "kernel": 4,
+    "latent_dim": 256,
+    "decoder_base_channels": 64,
+    "decoder_filters": [64, 32],
+    "decoder_strides": [4, 4],
+    "decoder_kernel": 4,
+    "activation": "relu",
+    # SPEC §3.3: every transposed convolution, the last one included, is ReLU.
+    "output_activation": "relu",
+}
+
+_ACTIVATIONS = {
+    "relu",
+    "elu",
+    "tanh",
+    "sigmoid",
+    "linear",
+    "softplus",
+    "gelu",
+    "selu",
+    "leaky_relu",
+}
+
+
+def layer_seed(seed: int, *names: str) -> int:
+    """A 31-bit initializer seed for one layer, derived from ``seed`` and its names.
+
+    SeedSequence mixes the base seed with a CRC of the names, so neighbouring base
+    seeds and same-shaped layers in different models do not share initial weights.
+    """
+    key = zlib.crc32("/".join(names).encode())
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, key]).generate_state(1)[0]
+    return int(state) & 0x7FFFFFFF
+
+
+def _kernel_init(seed: int, *names: str) -> keras.initializers.Initializer:
+    # Keras' default kernel initializer, made reproducible.
+    return keras.initializers.GlorotUniform(seed=layer_seed(seed, *names))
+
+
+def _dense(
+    units: int, activation: str | None, seed: int, model: str, name: str
+) -> layers.Dense:
+    return layers.Dense(
+        int(units),
+        activation=activation,
+        kernel_initializer=_kernel_init(seed, model, name),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _check_activation(name: str, value: str) -> None:
+    if value not in _ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {name}={value!r}; choose one of {sorted(_ACTIVATIONS)}"
+        )
+
+
+def _latent_heads(h, latent_dim: int, variational: bool, seed: int, name: str):
+    """Linear latent layer(s): one code, or a (mean, log-variance) pair."""
+    if not variational:
+        return _dense(latent_dim, None, seed, name, "z")(h)
+    z_mean = _dense(latent_dim, None, seed, name, "z_mean")(h)
+    z_log_var = _dense(latent_dim, None, seed, name, "z_log_var")(h)
+    return [z_mean, z_log_var]
+
+
+def mlp_encoder(
+    input_dim: int,
+    hidden: Sequence[int] = (512, 256),
+    latent_dim: int = 64,
+    activation: str = "relu",
+    seed: int = 0,
+    name: str = "encoder",
+    variational: bool = False,
+) -> keras.Model:
+    """Dense encoder ``input_dim → hidden… → latent_dim`` (hidden: ``activation``, output linear).
+
+    With ``variational=True`` the model has two outputs ``[z_mean, z_log_var]``.
+    """
+    _check_activation("activation", activation)
+    inputs = keras.Input(shape=(int(input_dim),), name=f"{name}_input")
+    h = inputs
+    for i, units in enumerate(hidden):
+        h = _dense(units, activation, seed, name, f"hidden_{i}")(h)
+    outputs = _latent_heads(h, int(latent_dim), variational, seed, name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def vae_encoder(
+    input_dim: int,
+    hidden: Sequence[int] = (512, 256),
+    latent_dim: int = 64,
+    activation: str = "relu",
+    seed: int = 0,
+    name: str = "encoder",
+) -> keras.Model:
+    """MLP VAE encoder: a model with **two outputs** ``[z_mean, z_log_var]`` (each ``latent_dim``)."""
+    return mlp_encoder(
+        input_dim, hidden, latent_dim, activation, seed, name, variational=True
+    )
+
+
+def mlp_decoder(
+    latent_dim: int,
+    hidden: Sequence[int] = (256, 512),
+    output_dim: int | None = None,
+    activation: str = "relu",
+    output_activation: str = "sigmoid",
+    seed: int = 0,
+    name: str = "decoder",
+) -> keras.Model:
+    """Dense decoder ``latent_dim → hidden… → output_dim``.
+
+    The output is a linear layer ``logits`` followed by ``Activation(output_activation)``.
+    """
+    if output_dim is None:
+        raise ValueError("mlp_decoder needs output_dim (the number of pixels)")
+    _check_activation("activation", activation)
+    _check_activation("output_activation", output_activation)
+    inputs = keras.Input(shape=(int(latent_dim),), name=f"{name}_input")
+    h = inputs
+    for i, units in enumerate(hidden):
+        h = _dense(units, activation, seed, name, f"hidden_{i}")(h)
+    logits = _dense(output_dim, None, seed, name, "logits")(h)
+    outputs = layers.Activation(output_activation, name="output")(logits)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def conv_encoder(
+    input_shape: Sequence[int] = (64, 64, 3),
+    filters: Sequence[int] = (32, 64, 128, 256),
+    kernel: int = 4,
+    latent_dim: int = 256,
+    seed: int = 0,
+    activation: str = "relu",
+    name: str = "encoder",
+    variational: bool = False,
+) -> keras.Model:
+    """SPEC §3.3 encoder: Conv2D(f, kernel, stride 2, same, ReLU) per ``filters`` → flatten → Dense latent (linear).
+
+    Works for any input size (stride-2 "same" convolutions round up).
+    With ``variational=True`` the model has two outputs ``[z_mean, z_log_var]``.
+    """
+    _check_activation("activation", activation)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"conv_encoder input_shape must be (rows, cols, channels), got {input_shape}"
+        )
+    inputs = keras.Input(shape=shape, name=f"{name}_input")
+    h = inputs
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(
+            int(f),
+            int(kernel),
+            strides=2,
+            padding="same",
+            activation=activation,
+            kernel_initializer=_kernel_init(seed, name, f"conv_{i}"),
+            bias_initializer="zeros",
+            name=f"conv_{i}",
+        )(h)
+    h = layers.Flatten(name="flatten")(h)
+    outputs = _latent_heads(h, int(latent_dim), variational, seed, name)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def conv_decoder(
+    latent_dim: int = 256,
+    output_shape: Sequence[int] = (64, 64, 3),
+    seed: int = 0,
+    base_channels: int = 64,
+    filters: Sequence[int] = (64, 32),
+    strides: Sequence[int] = (4, 4),
+    kernel: int = 4,
+    activation: str = "relu",
+    output_activation: str = "relu",
+    name: str = "decoder",
+) -> keras.Model:
+    """SPEC §3.3 decoder: Dense(ReLU) → reshape grid × ``base_channels`` →
+    Conv2DTranspose(f, stride s, same, ReLU) per ``filters``/``strides`` →
+    Conv2DTranspose(channels, stride 1) ``logits`` → [centre crop] → ``output_activation``.
+
+    Output size: the transposed convolutions upsample by ``U = prod(strides)`` (16 by
+    default), so the reshape grid is ``(ceil(rows/U), ceil(cols/U))`` and the Dense layer
+    has ``grid_rows·grid_cols·base_channels`` units. For 64 × 64 this is exactly the
+    paper's Dense 1024 → 4 × 4 × 64 → 16 × 16 → 64 × 64; for other sizes the
+    ``16·grid`` image is centre-cropped to the requested size (e.g. 25 × 25 from a
+    2 × 2 grid: 32 × 32 → crop 25 × 25), keeping every layer type of the paper.
+    Channels follow ``output_shape`` (1 for grayscale).
+    """
+    _check_activation("activation", activation)
+    _check_activation("output_activation", output_activation)
+    rows, cols, channels = (int(s) for s in output_shape)
+    if len(filters) != len(strides):
+        raise ValueError(
+            f"conv_decoder: filters {list(filters)} and strides {list(strides)} differ in length"
+        )
+    up = int(np.prod([int(s) for s in strides])) if len(strides) else 1
+    grid_r, grid_c = math.ceil(rows / up), math.ceil(cols / up)
+    inputs = keras.Input(shape=(int(latent_dim),), name=f"{name}_input")
+    h = _dense(grid_r * grid_c * base_channels, activation, seed, name, "dense")(inputs)
+    h = layers.Reshape((grid_r, grid_c, int(base_channels)), name="reshape")(h)
+    for i, (f, s) in enumerate(zip(filters, strides)):
+        h = layers.Conv2DTranspose(
+            int(f),
+            int(kernel),
+            strides=int(s),
+            padding="same",
+            activation=activation,
+            kernel_initializer=_kernel_init(seed, name, f"deconv_{i}"),
+            bias_initializer="zeros",
+            name=f"deconv_{i}",
+        )(h)
+    h = layers.Conv2DTranspose(
+        channels,
+        int(kernel),
+        strides=1,
+        padding="same",
+        activation=None,
+        kernel_initializer=_kernel_init(seed, name, "logits"),
+        bias_initializer="zeros",
+        name="logits",
+    )(h)
+    extra_r, extra_c = grid_r * up - rows, grid_c * up - cols
+    if extra_r or extra_c:
+        h = layers.Cropping2D(
+            (
+                (extra_r // 2, extra_r - extra_r // 2),
+                (extra_c // 2, extra_c - extra_c // 2),
+            ),
+            name="crop",
+        )(h)
+    outputs = layers.Activation(output_activation, name="output")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def decoder_logits_model(decoder: keras.Model) -> keras.Model:
+    """A model sharing ``decoder``'s weights that returns the pre-activation output.
+
+    Requires the builders' convention: last layer ``Activation`` named ``output``.
+    """
+    last = decoder.layers[-1]
+    if not isinstance(last, layers.Activation):
+        raise ValueError(
+            f"decoder {decoder.name!r} does not end in an Activation layer; cannot get logits"
+        )
+    return keras.Model(decoder.input, last.input, name=f"{decoder.name}_logits")
+
+
+def output_activation_of(decoder: keras.Model) -> str:
+    """Name of the decoder's output activation (e.g. ``'sigmoid'``), or ``'unknown'``."""
+    last = decoder.layers[-1]
+    if isinstance(last, layers.Activation):
+        return getattr(last.activation, "__name__", "unknown")
+    return "unknown"
+
+
+def validate_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults into an architecture block and reject unknown keys or bad values.
+
+    Keys that belong to the other kind (e.g. ``filters`` in an ``mlp`` block) are
+    dropped; keys that belong to neither kind are errors.
+    """
+    cfg = dict(cfg or {})
+    kind = cfg.get("kind", "mlp")
+    if kind not in ("mlp", "conv"):
+        raise ValueError(f"model.kind must be 'mlp' or 'conv', got {kind!r}")
+    defaults = MLP_DEFAULTS if kind == "mlp" else CONV_DEFAULTS
+    unknown = sorted(set(cfg) - set(MLP_DEFAULTS) - set(CONV_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown model config key(s): {unknown}; allowed for kind {kind!r}: {sorted(defaults)}"
+        )
+    # A config block may carry the keys of both kinds (the schema fills defaults for
+    # all of them); only the selected kind's keys are used and recorded.
+    out = {**defaults, **{k: v for k, v in cfg.items() if k in defaults}}
+    for key, value in out.items():
+        if key in ("activation", "output_activation"):
+            _check_activation(key, value)
+        elif key != "kind":
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                for v in values
+            ):
+                raise ValueError(
+                    f"model.{key} must be positive integer(s), got {value!r}"
+                )
+    return out
+
+
+def model_input_shape(
+    cfg: Mapping[str, Any], image_shape: Sequence[int]
+) -> tuple[int, ...]:
+    """What the model takes for images of ``image_shape`` = (rows, cols[, channels]).
+
+    mlp → ``(rows·cols·channels,)``; conv → ``(rows, cols, channels)`` (channels 1 if absent).
+    A 1-element ``image_shape`` (already flat) is only valid for mlp.
+    """
+    kind = dict(cfg or {}).get("kind", "mlp")
+    shape = tuple(int(s) for s in image_shape)
+    if kind == "mlp":
+        return (int(np.prod(shape)),)
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3:
+        raise ValueError(
+            f"conv models need image_shape (rows, cols[, channels]), got {image_shape}"
+        )
+    return shape
+
+
+def reshape_for_model(
+    x: np.ndarray, cfg: Mapping[str, Any], image_shape: Sequence[int]
+) -> np.ndarray:
+    """Reshape a batch of images (flat or not) to the model's input layout, as float32."""
+    shape = model_input_shape(cfg, image_shape)
+    x = np.asarray(x, dtype=np.float32)
+    return x.reshape((x.shape[0],) + shape)
+
+
+def build_from_config(
+    cfg: Mapping[str, Any],
+    input_shape: int | Sequence[int],
+    seed: int = 0,
+    variational: bool = False,
+) -> tuple[keras.Model, keras.Model]:
+    """(encoder, decoder) for an architecture block and the model's input shape.
+
+    ``input_shape``: mlp → ``d`` or ``(d,)`` (or an image shape, flattened);
+    conv → ``(rows, cols, channels)``. ``variational=True`` gives the two-output
+    ``[z_mean, z_log_var]`` encoder. Example block::
+
+        {"kind": "mlp", "encoder_hidden": [512, 256], "latent_dim": 64,
+         "decoder_hidden": [256, 512], "activation": "relu", "output_activation": "sigmoid"}
+    """
+    c = validate_model_config(cfg)
+    shape = (
+        (int(input_shape),)
+        if isinstance(input_shape, (int, np.integer))
+        else tuple(int(s) for s in input_shape)
+    )
+    if c["kind"] == "mlp":
+        dim = int(np.prod(shape))
+        enc = mlp_encoder(
+            dim,
+            c["encoder_hidden"],
+            c["latent_dim"],
+            c["activation"],
+            seed,
+            "encoder",
+            variational,
+        )
+        dec = mlp_decoder(
+            c["latent_dim"],
+            c["decoder_hidden"],
+            dim,
+            c["activation"],
+            c["output_activation"],
+            seed,
+            "decoder",
+        )
+        return enc, dec
+    shape = model_input_shape(c, shape)
+    enc = conv_encoder(
+        shape,
+        c["filters"],
+        c["kernel"],
+        c["latent_dim"],
+        seed,
+        c["activation"],
+        "encoder",
+        variational,
+    )
+    dec = conv_decoder(
+        c["latent_dim"],
+        shape,
+        seed,
+        c["decoder_base_channels"],
+        c["decoder_filters"],
+        c["decoder_strides"],
+        c["decoder_kernel"],
+        c["activation"],
+        c["output_activation"],
+        "decoder",
+    )
+    return enc, dec

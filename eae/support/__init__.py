@@ -1,0 +1,1 @@
+"""Support layer: configuration, I/O, provenance, archives, logging, the command line."""
