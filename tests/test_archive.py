@@ -8,7 +8,6 @@ import io
 import json
 import re
 import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -19,6 +18,7 @@ from eae import archive
 from eae.archive import (ArchiveError, build_archive, environment_lock, verify_archive,
                          workflow_files)
 from eae.cli import main
+from helpers import run_snakemake
 
 CONFIG = {"mnist": {"enabled": True, "eae": {"train": {"decoder_updates": 3}}},
           "validation": {"n_steps": 4000}}
@@ -504,10 +504,9 @@ def test_archive_rule_runs_in_the_workflow(repo_root, tmp_path):
     for rel, data in made_up.items():
         (work / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / "results" / rel).write_text(data)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(work),
-           "--configfile", str(work / "only_validation.yaml"), "--cores", "1",
-           "--workflow-profile", "none", "archive"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    result = run_snakemake(work, "--cores", "1", "--workflow-profile", "none", "archive",
+                           configfiles=[work / "only_validation.yaml"], snakefile=snakefile,
+                           check=False)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     ran = set(re.findall(r"^(?:local)?rule (\w+):", log, re.M))

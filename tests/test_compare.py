@@ -112,6 +112,7 @@ def test_a_missing_tree_is_an_error(tmp_path, capsys):
 def test_timing_headers_and_markdown_parsing():
     assert is_timing_column("wall s") and is_timing_column("round_seconds")
     assert is_timing_column("time (s)") and is_timing_column("elapsed")
+    assert is_timing_column("train_s") and is_timing_column("wall_s")
     assert not is_timing_column("time") and not is_timing_column("test MSE")
     assert not is_timing_column("T_conf/T train")
     tables = markdown_tables(TABLE)

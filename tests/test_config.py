@@ -11,6 +11,7 @@ import yaml
 
 import eae.config
 from eae.cli import main
+from helpers import planned_jobs, run_snakemake
 from eae.config import (ConfigError, check_config, config_problems, load_config_file,
                         load_config_files, load_schema, merge_config, validate_config)
 
@@ -326,11 +327,7 @@ def test_snakemake_refuses_a_bad_config_before_any_job(repo_root, tmp_path):
         "sweep:\n  temperatures: [1.0e-8, .nan]\n"
         "rd:\n  simulation:\n    t_end: 100.02\n"
         "frey:\n  enabled: true\n  data: {source: file, path: nowhere/frey.mat}\n"))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path), "-n",
-         "--configfile", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )
+    result = run_snakemake(tmp_path, "-n", configfiles=[bad], check=False)
     log = result.stdout + result.stderr
     assert result.returncode != 0
     lines = log.splitlines()
@@ -353,13 +350,9 @@ def test_paper_rd_runs_only_reaction_diffusion_in_its_own_directory(repo_root, t
     assert ("PAPER_RD_ARGS := --directory runs/paper-rd --configfile config/paper.yaml "
             "config/paper-rd.yaml") in makefile
     (tmp_path / "config").symlink_to(repo_root / "config")
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path),
-         "-n", "--configfile", "config/paper.yaml", "config/paper-rd.yaml"],
-        capture_output=True, text=True, cwd=tmp_path)
+    result = run_snakemake(tmp_path, "-n",
+                           configfiles=["config/paper.yaml", "config/paper-rd.yaml"])
     log = result.stdout + result.stderr
-    assert result.returncode == 0, log
-    from test_workflow import planned_jobs
 
     jobs = planned_jobs(log)
     assert set(jobs) == {"all", "simulate_rd", "prepare_rd", "train_rd_eae",

@@ -72,8 +72,8 @@ def test_one_stuck_component_sets_the_max_not_the_median():
 def test_default_variables_and_columns():
     table = dg.convergence_table(ensemble_ds())
     assert list(table.columns) == dg.TABLE_COLUMNS
-    assert list(table["variable"]) == ["loss", "kinetic_temperature", "latent"]
-    assert list(table["elements"]) == [1, 1, 6]
+    assert list(table["variable"]) == ["kinetic_temperature", "latent", "loss"]  # sorted
+    assert list(table["elements"]) == [1, 6, 1]
     assert list(table["chains"]) == [4, 4, 4] and list(table["draws"]) == [400] * 3
     assert dg.check_convergence(table, rhat_max=1.05, ess_min=100) == []
 

@@ -380,6 +380,11 @@ def test_coefficient_store_layout(trained):
     c = ds["coefficients"].values
     assert not np.allclose(c[0], c[-1])
     assert read_provenance(ds)["stage"] == "rd_coefficients"
+    # the store names its library, and the analysis reads it back
+    from eae.core.sindy import SindyLibrary
+
+    library = SindyLibrary.from_attrs(raw.attrs)
+    assert library.names == [str(t) for t in ds["term"].values]
 
 
 def test_end_to_end_identifies_the_oscillation_frequency(trained, oscillator_store, tmp_path):
@@ -414,3 +419,30 @@ def test_training_resumes_and_discards_a_foreign_checkpoint(oscillator_store, tm
     other = {**cfg, "train": {**cfg["train"], "seed": 1}}
     hist = sindy.train_sindy_stage(other, oscillator_store, tmp_path / "c", checkpoint_dir=ckpt)
     assert len(hist) == 3 and not np.allclose(hist["loss_mean"], full["loss_mean"])
+
+
+# -- the library object --------------------------------------------------------------------
+
+
+def test_library_object_names_evaluates_prints_and_round_trips():
+    from eae.core.sindy import SindyLibrary
+
+    lib = SindyLibrary()
+    assert lib.names == sindy.library_names(2) and lib.n_terms == 11
+    z = np.random.default_rng(4).normal(size=(7, 2))
+    np.testing.assert_array_equal(lib.numpy(z), sindy.sindy_library_np(z))
+    np.testing.assert_allclose(lib(tf.constant(z)).numpy(), lib.numpy(z), rtol=1e-12)
+    xi = np.zeros((11, 2))
+    xi[1, 0], xi[10, 0], xi[0, 1] = -0.37, -0.571, 0.31
+    assert lib.equations(xi) == ["dz1/dt = -0.37 z2 -0.57 sin(z2)", "dz2/dt = 0.31 z1"]
+    assert "11 terms: z1, z2, z1^2" in str(lib)
+    assert SindyLibrary.from_json(lib.to_json()) == lib
+    shifted = SindyLibrary(constant=True, centre=(0.5, -1.0))
+    assert shifted.names[0] == "1" and shifted.n_terms == 12
+    back = SindyLibrary.from_attrs({"sindy_library": shifted.to_json()})
+    assert back == shifted
+    np.testing.assert_allclose(back.numpy(z)[:, 1:], sindy.sindy_library_np(z - [0.5, -1.0]))
+    assert np.all(back.numpy(z)[:, 0] == 1.0)
+    assert SindyLibrary.from_attrs({}, default=lib) is lib
+    with pytest.raises(KeyError, match="sindy_library"):
+        SindyLibrary.from_attrs({})

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import planned_jobs
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
@@ -332,20 +333,6 @@ def _squeue_all() -> dict[str, dict[str, str]]:
     return jobs
 
 
-def _planned_jobs(output: str) -> dict[str, int]:
-    jobs, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("Job stats"):
-            in_table, jobs = True, {}
-            continue
-        parts = line.split()
-        if in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
 @pytest.mark.slow
 def test_tiny_workflow_runs_as_slurm_jobs(slurm_cluster, tmp_path, frey_config):
     work = tmp_path / "wf"
@@ -366,7 +353,7 @@ def test_tiny_workflow_runs_as_slurm_jobs(slurm_cluster, tmp_path, frey_config):
     assert result.returncode == 0, f"rc={result.returncode} after {seconds:.0f}s\n" + log[-8000:]
 
     assert "Falling back to 'sacct'" not in log  # squeue status checks, as configured
-    planned = _planned_jobs(log)
+    planned = planned_jobs(log)
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+) "
                            r"\(log: ([^)]+)\)", log)
     assert sum(planned.values()) >= 6 and len(submitted) == sum(planned.values()), (

@@ -5,19 +5,18 @@ import copy
 import json
 import math
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from helpers import planned_jobs, run_snakemake  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from eae import sweep  # noqa: E402
 from eae.config import validate_config  # noqa: E402
-from test_workflow import planned_jobs  # noqa: E402
+
 
 TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 3, "decoder_hidden": [8]}
 
@@ -348,11 +347,7 @@ def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
 
 
 def snakemake(repo_root, workdir, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(repo_root / "config" / "config.yaml"), *map(str, args)]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if result.returncode != 0:
-        raise AssertionError(result.stdout[-3000:] + result.stderr[-5000:])
+    result = run_snakemake(workdir, *args, configfiles=[repo_root / "config" / "config.yaml"])
     return result.stdout + result.stderr
 
 

@@ -9,18 +9,15 @@ import pandas as pd
 import pytest
 
 from eae.io import open_zarr, read_provenance
+from helpers import planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(repo_root, workdir, *args, check=True, extra_configs=()):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"),
-           "-d", str(workdir), "--configfile", str(repo_root / "config" / "test.yaml"),
-           str(workdir / "local.yaml"), *map(str, extra_configs), *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if check and result.returncode != 0:
-        raise AssertionError(result.stdout[-4000:] + result.stderr[-6000:])
-    return result
+    return run_snakemake(workdir, *args, check=check,
+                         configfiles=[repo_root / "config" / "test.yaml", workdir / "local.yaml",
+                                      *extra_configs])
 
 
 @pytest.fixture(scope="module")
@@ -72,22 +69,6 @@ def test_every_stage_produces_its_outputs(workflow_run):
 def test_rerun_plans_nothing_when_nothing_changed(repo_root, workflow_run):
     result = snakemake(repo_root, workflow_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """{rule: count} from the 'Job stats' table of a dry run."""
-    jobs, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("Job stats"):
-            in_table, jobs = True, {}
-            continue
-        parts = line.split()
-        if in_table and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                in_table = False
-            else:
-                jobs[parts[0]] = int(parts[1])
-    return jobs
 
 
 def plan_after_config_change(repo_root, workdir, yaml_text):

@@ -224,8 +224,10 @@ def between_chain_share(values: np.ndarray) -> float:
 
 
 def sampled_variables(ds: xr.Dataset) -> list[str]:
-    """Names of the data variables that have both ``chain`` and ``draw`` dims."""
-    return [str(n) for n, v in ds.data_vars.items() if {"chain", "draw"} <= set(v.dims)]
+    """Names of the data variables that have both ``chain`` and ``draw`` dims, sorted: a
+    Zarr store lists its variables in the order of its directory listing, which differs
+    between two writes of the same store, and the diagnostics table must not."""
+    return sorted(str(n) for n, v in ds.data_vars.items() if {"chain", "draw"} <= set(v.dims))
 
 
 def convergence_table(ds: xr.Dataset, variables: Sequence[str] | None = None,

@@ -18,6 +18,7 @@ consecutive encoder samples with the decoder frozen.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -79,6 +80,100 @@ def sindy_library_np(z: np.ndarray, poly_order: int = 3, sines: bool = True) -> 
     """Θ(z) for NumPy arrays [..., latent] (used to integrate identified models)."""
     z = np.asarray(z, np.float64)
     return _library(z, np.stack, np.sin, int(z.shape[-1]), poly_order, sines)
+
+
+# -- the library as an object ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SindyLibrary:
+    """The candidate functions Θ(z) of a SINDy model, pysindy-like: explicit term names,
+    TensorFlow and NumPy evaluation, readable printed equations, and a JSON form that a
+    coefficient store keeps in its attrs (``sindy_library``) so that the analysis reads
+    back the library the coefficients belong to.
+
+    Terms, in order: a constant (with ``constant``), the monomials of degree 1 …
+    ``poly_order`` (:func:`library_exponents`), then sin z_i (with ``sines``). ``centre``
+    (one value per latent) evaluates every term at z − centre.
+    """
+
+    latent_dim: int = 2
+    poly_order: int = 3
+    sines: bool = True
+    constant: bool = False
+    centre: tuple[float, ...] | None = None
+
+    ATTR = "sindy_library"
+
+    @property
+    def names(self) -> list[str]:
+        """Term names, e.g. "z1", "z1^2 z2", "sin(z1)" (and "1" for the constant)."""
+        names = library_names(self.latent_dim, self.poly_order, self.sines)
+        return (["1"] if self.constant else []) + names
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.names)
+
+    def _shifted(self, z):
+        return z if self.centre is None else z - np.asarray(self.centre, np.float64)
+
+    def __call__(self, z: tf.Tensor) -> tf.Tensor:
+        """Θ(z) [batch, terms] of a [batch, latent] tensor (TensorFlow, differentiable)."""
+        if self.centre is not None:
+            z = z - tf.constant(self.centre, z.dtype)
+        theta = sindy_library(z, self.poly_order, self.sines)
+        if self.constant:
+            theta = tf.concat([tf.ones_like(theta[..., :1]), theta], -1)
+        return theta
+
+    def numpy(self, z: np.ndarray) -> np.ndarray:
+        """Θ(z) of a NumPy array [..., latent], float64."""
+        theta = sindy_library_np(self._shifted(np.asarray(z, np.float64)), self.poly_order,
+                                 self.sines)
+        if self.constant:
+            theta = np.concatenate([np.ones(theta.shape[:-1] + (1,)), theta], -1)
+        return theta
+
+    def equations(self, xi: np.ndarray, latents=None, digits: int = 2) -> list[str]:
+        """One readable equation per latent, "dz1/dt = -0.37 z2 -0.57 sin(z2)", from
+        coefficients ``xi`` [terms, latent] (zero and non-finite ones omitted)."""
+        xi = np.asarray(xi)
+        latents = latents or [f"z{i + 1}" for i in range(xi.shape[1])]
+        lines = []
+        for k, lat in enumerate(latents):
+            parts = [f"{xi[t, k]:+.{digits}f} {term}" for t, term in enumerate(self.names)
+                     if xi[t, k] != 0 and np.isfinite(xi[t, k])]
+            rhs = " ".join(parts).lstrip("+") if parts else "0"
+            lines.append(f"d{lat}/dt = {rhs}")
+        return lines
+
+    def __str__(self) -> str:
+        return f"SindyLibrary({self.n_terms} terms: {', '.join(self.names)})"
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SindyLibrary":
+        import json
+
+        fields = json.loads(text)
+        if fields.get("centre") is not None:
+            fields["centre"] = tuple(fields["centre"])
+        return cls(**fields)
+
+    @classmethod
+    def from_attrs(cls, attrs, default: "SindyLibrary | None" = None) -> "SindyLibrary":
+        """The library a store's attrs name (``default`` for stores written before the
+        attribute existed; None: a missing attribute is an error)."""
+        if cls.ATTR in attrs:
+            return cls.from_json(attrs[cls.ATTR])
+        if default is None:
+            raise KeyError(f"the store's attrs hold no {cls.ATTR!r}")
+        return default
 
 
 # -- least squares and Jacobian-vector products ----------------------------------------

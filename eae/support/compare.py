@@ -27,7 +27,7 @@ SKIPPED_DIRS = ("archive", "benchmarks", "checkpoints", "logs", "provenance", "r
 
 #: column headers that hold times (they differ between any two runs)
 TIMING_COLUMN = re.compile(r"(^|[\s_/])(wall|seconds|elapsed|runtime|duration)(\b|_|$)|"
-                           r"(^|\s)(s|sec)$|\(s\)", re.IGNORECASE)
+                           r"(^|\s)(s|sec)$|[a-z]_s$|\(s\)", re.IGNORECASE)
 
 
 @dataclass
@@ -141,9 +141,9 @@ def compare_csv(a: Path, b: Path, name: str, result: Comparison) -> None:
 
 
 def compare_store(a: Path, b: Path, name: str, result: Comparison) -> None:
-    import xarray as xr
+    from eae.support.io import open_zarr  # also quiets Snakemake's timestamp file warning
 
-    da, db = xr.open_zarr(a, consolidated=False), xr.open_zarr(b, consolidated=False)
+    da, db = open_zarr(a), open_zarr(b)
     names_a, names_b = set(da.variables), set(db.variables)
     if names_a != names_b:
         result.differences.append(f"{name}: variables differ: only in A {sorted(names_a - names_b)}, "

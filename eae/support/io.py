@@ -199,7 +199,8 @@ class ZarrStreamWriter:
         if extra is not None:
             extra.to_zarr(self.tmp, mode="a", consolidated=False)
         group = zarr.open_group(str(self.tmp), mode="r+")
-        all_attrs = dict(attrs or {})
+        # the static variables' attrs too: writing ``extra`` in append mode replaced them
+        all_attrs = {**(self._static.attrs if self._static is not None else {}), **dict(attrs or {})}
         if provenance is not None:
             all_attrs[PROVENANCE_ATTR] = json.dumps(provenance, sort_keys=True, default=str)
         group.attrs.update(all_attrs)

@@ -623,8 +623,16 @@ def plot_dynamics(t: np.ndarray, z_test: np.ndarray, trajectories: Mapping[str, 
 def analyse(ds, x_test: np.ndarray, params: AnalysisParams) -> dict:
     """Everything the stage writes, from an opened coefficient store and the test
     snapshots: summary, table, correlation, pairs, models, trajectories, frequencies."""
+    from eae.core.sindy import SindyLibrary
+
     terms = [str(s) for s in ds["term"].values]
     latents = [str(s) for s in ds["latent"].values]
+    # the library the coefficients belong to, as the store names it (stores written
+    # before it did hold the default one)
+    library = SindyLibrary.from_attrs(ds.attrs, default=SindyLibrary(len(latents)))
+    if library.names != terms:
+        raise ValueError(f"coefficient store: its terms {terms} are not those of its library "
+                         f"{library.names}")
     coeffs = np.asarray(ds["coefficients"].values, np.float64)
     t = np.asarray(ds["time"].values, np.float64)
     codes = ds["latent_code"]
@@ -652,7 +660,7 @@ def analyse(ds, x_test: np.ndarray, params: AnalysisParams) -> dict:
             label = f"{name} model ({variant} terms)"
             all_models[label] = xi
             all_traj[label] = integrate_model(xi, z_mean[0], t_model, params.integration_rtol,
-                                              bound)
+                                              bound, library.numpy)
     # The figure shows the configured variant.
     shown = [f"{n} model ({params.model_terms} terms)" for n in ("mean", "mode")]
     models = {label: all_models[label] for label in shown}
@@ -662,7 +670,7 @@ def analyse(ds, x_test: np.ndarray, params: AnalysisParams) -> dict:
     for m in members:
         z0 = np.asarray(codes.isel(member=int(m)).values, np.float64)[order][0]
         member_traj[int(m)] = integrate_model(coeffs[m], z0, t_model, params.integration_rtol,
-                                              bound)
+                                              bound, library.numpy)
     freq = frequency_table(t, x_test, z_mean, all_models, all_traj, coeffs, terms, latents,
                            member_traj, t_model)
     ident = identifiability(ds, order, z_mean, terms, latents, t_model, bound, params)

@@ -13,8 +13,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from eae.core.sindy import (encode_each_jvp, least_squares, library_names, make_sindy_loss,
-                            sindy_library)
+from eae.core.sindy import (SindyLibrary, encode_each_jvp, least_squares, library_names,
+                            make_sindy_loss, sindy_library)
 from eae.support.runtime import tf
 
 #: Config sections that change the training trajectory (the rest, e.g. ``ensemble``,
@@ -163,7 +163,8 @@ def _recording(trainer, splits, cfg, data_path):
                 "term": np.array(library_names(latent_dim), dtype=object),
                 "latent": np.array([f"z{i + 1}" for i in range(latent_dim)], dtype=object)},
         attrs={"coefficients_convention":
-               "d(latent)/dt = sum over term of coefficients[term, latent] * term(z)"},
+               "d(latent)/dt = sum over term of coefficients[term, latent] * term(z)",
+               SindyLibrary.ATTR: SindyLibrary(latent_dim).to_json()},
     )
     return Recording(record, static, ("coefficients", "latent_code"))
 
