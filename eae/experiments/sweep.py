@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from eae.support.io import save_figure, write_csv_atomic, write_text_atomic
+from eae.support.io import save_figure, temperature_tag, write_csv_atomic, write_text_atomic
 from eae.core.temperature import (CONFIGURATIONAL_BAND, KINETIC_BAND, TEMPERATURE_COLUMNS,
                              store_temperature_columns)
 
@@ -177,12 +177,8 @@ def image_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mappin
 # --------------------------------------------------------------------------- tags
 
 
-def format_temperature(temperature: float) -> str:
-    """A temperature as it appears in tags: ``1e-08``, ``2.5e-07`` (always with an
-    exponent, at most 7 significant digits; the format of eae.faces' paths)."""
-    mantissa, exponent = f"{float(temperature):.6e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{exponent}"
+#: A temperature as it appears in tags (:func:`eae.support.io.temperature_tag`).
+format_temperature = temperature_tag
 
 
 def constant_tag(temperature: float) -> str:

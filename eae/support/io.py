@@ -212,6 +212,15 @@ class ZarrStreamWriter:
             shutil.rmtree(self.tmp)
 
 
+def temperature_tag(temperature: float) -> str:
+    """A temperature as it appears in paths and tags: ``1e-05``, ``2.5e-08`` (always with
+    an exponent, at most 7 significant digits): the faces' ``eae_T<tag>`` folders and the
+    sweep's ``T<tag>`` points."""
+    mantissa, exponent = f"{float(temperature):.6e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{exponent}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary file path beside ``path``; on success it is renamed to

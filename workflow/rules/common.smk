@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from eae.support.config import ConfigError, check_config
-from eae.experiments.faces.faces import (
+from eae.experiments.faces.eae import (
     faces_targets,
     ensemble_config,
     raw_inputs,

@@ -20,7 +20,7 @@ wildcard_constraints:
 rule prepare_faces:
     input:
         unpack(lambda wildcards: raw_inputs(config["faces"])),
-        code=eae_sources("eae.experiments.faces.faces"),
+        code=eae_sources("eae.experiments.faces.data"),
     output:
         directory("results/data/faces.zarr"),
     log:
@@ -41,7 +41,7 @@ rule prepare_faces:
 rule train_faces_eae:
     input:
         data="results/data/faces.zarr",
-        code=eae_sources("eae.experiments.faces.faces"),
+        code=eae_sources("eae.experiments.faces.eae"),
     output:
         directory("results/faces/eae_T{temperature}/model"),
     log:
@@ -70,7 +70,7 @@ rule faces_ensemble:
     input:
         data="results/data/faces.zarr",
         model="results/faces/eae_T{temperature}/model",
-        code=eae_sources("eae.experiments.faces.faces"),
+        code=eae_sources("eae.experiments.faces.eae"),
     output:
         directory("results/faces/eae_T{temperature}/ensemble.zarr"),
     log:
@@ -105,7 +105,7 @@ rule faces_report:
             "results/faces/eae_T{temperature}/ensemble.zarr",
             temperature=temperature_tags(config["faces"]),
         ),
-        code=eae_sources("eae.experiments.faces.faces"),
+        code=eae_sources("eae.experiments.faces.report"),
     output:
         figure=report(
             "results/figures/faces_fig3.png",

@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule faces_report (see eae.faces.faces_report_stage)."""
 
 import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
-from eae.experiments.faces.faces import faces_report_stage
+from eae.experiments.faces.report import faces_report_stage
 from eae.support.progress import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)

@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule train_faces_eae (see eae.faces.train_faces_stage)."""
 
 import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
-from eae.experiments.faces.faces import train_faces_stage
+from eae.experiments.faces.eae import train_faces_stage
 from eae.support.progress import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
