@@ -22,7 +22,7 @@ from eae.experiments.sweep import (
 rule sweep_point:
     input:
         unpack(lambda wildcards: experiment_inputs(wildcards.experiment)),
-        code=eae_sources("eae.experiments.sweep"),
+        code=eae_sources("eae.experiments.sweep.points"),
     output:
         model=directory("results/sweep/{experiment}/{point}/model"),
         ensemble=directory("results/sweep/{experiment}/{point}/ensemble.zarr"),
@@ -56,7 +56,7 @@ rule sweep_table:
             str(point_paths(wildcards.experiment, tag)["row"])
             for tag in point_tags(config["sweep"])
         ],
-        code=eae_sources("eae.experiments.sweep"),
+        code=eae_sources("eae.experiments.sweep.table"),
     output:
         csv=report(
             "results/sweep/{experiment}/sweep.csv",

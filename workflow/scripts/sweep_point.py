@@ -2,7 +2,7 @@
 
 import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.support.progress import setup_logging
-from eae.experiments.sweep import experiment_inputs, sweep_point_stage
+from eae.experiments.sweep.points import experiment_inputs, sweep_point_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 params = dict(snakemake.params.cfg)  # noqa: F821

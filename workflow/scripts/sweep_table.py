@@ -1,7 +1,7 @@
 """Snakemake wrapper: rule sweep_table (see eae.sweep.sweep_table_stage)."""
 
 from eae.support.progress import setup_logging
-from eae.experiments.sweep import sweep_table_stage
+from eae.experiments.sweep.table import sweep_table_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 try:
