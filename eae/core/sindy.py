@@ -82,6 +82,18 @@ def sindy_library_np(z: np.ndarray, poly_order: int = 3, sines: bool = True) -> 
     return _library(z, np.stack, np.sin, int(z.shape[-1]), poly_order, sines)
 
 
+def format_equations(xi: np.ndarray, terms, latents, digits: int = 2) -> list[str]:
+    """Readable equations "dz1/dt = 0.47 z1 + 1.00 z2", one per latent, from
+    coefficients ``xi`` [terms, latent] (zero and non-finite ones omitted)."""
+    lines = []
+    for k, lat in enumerate(latents):
+        parts = [f"{xi[t, k]:+.{digits}f} {term}" for t, term in enumerate(terms)
+                 if xi[t, k] != 0 and np.isfinite(xi[t, k])]
+        rhs = " ".join(parts).lstrip("+") if parts else "0"
+        lines.append(f"d{lat}/dt = {rhs}")
+    return lines
+
+
 # -- the library as an object ---------------------------------------------------------------
 
 
@@ -140,13 +152,7 @@ class SindyLibrary:
         coefficients ``xi`` [terms, latent] (zero and non-finite ones omitted)."""
         xi = np.asarray(xi)
         latents = latents or [f"z{i + 1}" for i in range(xi.shape[1])]
-        lines = []
-        for k, lat in enumerate(latents):
-            parts = [f"{xi[t, k]:+.{digits}f} {term}" for t, term in enumerate(self.names)
-                     if xi[t, k] != 0 and np.isfinite(xi[t, k])]
-            rhs = " ".join(parts).lstrip("+") if parts else "0"
-            lines.append(f"d{lat}/dt = {rhs}")
-        return lines
+        return format_equations(xi, self.names, latents, digits)
 
     def __str__(self) -> str:
         return f"SindyLibrary({self.n_terms} terms: {', '.join(self.names)})"

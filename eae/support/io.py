@@ -212,6 +212,12 @@ class ZarrStreamWriter:
             shutil.rmtree(self.tmp)
 
 
+def _temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that keeps its suffix (Keras and matplotlib choose
+    the format by it)."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
 def temperature_tag(temperature: float) -> str:
     """A temperature as it appears in paths and tags: ``1e-05``, ``2.5e-08`` (always with
     an exponent, at most 7 significant digits): the faces' ``eae_T<tag>`` folders and the
@@ -227,7 +233,7 @@ def atomic_path(path: str | os.PathLike):
     ``path``, on failure removed, so a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -241,7 +247,7 @@ def atomic_paths(paths: Mapping[str, str | os.PathLike]):
     success every file is renamed into place, on failure all are removed, so a reader
     never sees a partial set."""
     final = {k: Path(p) for k, p in paths.items()}
-    tmp = {k: p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}") for k, p in final.items()}
+    tmp = {k: _temporary_name(p) for k, p in final.items()}
     for p in final.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     try:

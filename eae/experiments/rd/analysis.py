@@ -423,14 +423,11 @@ def identified_models(coefficients: np.ndarray, summary: pd.DataFrame, terms: Se
 
 def equation_strings(xi: np.ndarray, terms: Sequence[str], latents: Sequence[str],
                      digits: int = 2) -> list[str]:
-    """Readable equations "ż1 = 0.47 z1 + 1.00 z2" (zero coefficients omitted)."""
-    lines = []
-    for k, lat in enumerate(latents):
-        parts = [f"{xi[t, k]:+.{digits}f} {term}" for t, term in enumerate(terms)
-                 if xi[t, k] != 0 and np.isfinite(xi[t, k])]
-        rhs = " ".join(parts).lstrip("+") if parts else "0"
-        lines.append(f"d{lat}/dt = {rhs}")
-    return lines
+    """Readable equations "ż1 = 0.47 z1 + 1.00 z2" (zero coefficients omitted):
+    :func:`eae.core.sindy.format_equations`."""
+    from eae.core.sindy import format_equations
+
+    return format_equations(xi, terms, latents, digits)
 
 
 def member_choice(n_members: int, n: int) -> np.ndarray:
