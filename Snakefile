@@ -12,22 +12,14 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/validation.smk"
-include: "workflow/rules/prepare.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/ensemble.smk"
-include: "workflow/rules/diagnostics.smk"
-include: "workflow/rules/baselines.smk"
-include: "workflow/rules/metrics.smk"
-include: "workflow/rules/figures.smk"
+include: "workflow/rules/sampler_check.smk"
+include: "workflow/rules/images.smk"
 include: "workflow/rules/faces.smk"
+include: "workflow/rules/rd.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/archive.smk"
-include: "workflow/rules/simulate.smk"
-include: "workflow/rules/prepare_rd.smk"
-include: "workflow/rules/sindy.smk"
-include: "workflow/rules/rd_analysis.smk"
-include: "workflow/rules/sweep.smk"
 
 
 rule all:

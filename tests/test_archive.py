@@ -38,20 +38,20 @@ def record(stage, config, inputs=None, started=STARTED, finished=FINISHED):
 
 # One record per job, as the stages write them; the outputs of a job share its record.
 RECORDS = {
-    "validation": record("validation", {"n_steps": 4000, "seed": 1, "thin": 0.5}),
-    "ensemble": record("ensemble", {"train": {"decoder_updates": 3}, "ensemble": {"size": 4}},
+    "sampler_check": record("sampler_check", {"n_steps": 4000, "seed": 1, "thin": 0.5}),
+    "images_ensemble": record("images_ensemble", {"train": {"decoder_updates": 3}, "ensemble": {"size": 4}},
                        inputs={"/data/raw/mnist.npz": "cd" * 32},
                        started="2026-01-05T09:00:00+00:00"),
-    "metrics_mnist": record("metrics_mnist", {"seed": 0, "models": ["eae", "vae"]},
+    "images_metrics_mnist": record("images_metrics_mnist", {"seed": 0, "models": ["eae", "vae"]},
                             inputs={"results/mnist/eae/ensemble.zarr": "ef" * 32}),
-    "table1": record("table1", {"datasets": ["mnist"]},
+    "images_table1": record("images_table1", {"datasets": ["mnist"]},
                      inputs={"results/mnist/metrics.csv": "01" * 32},
                      finished="2026-01-05T11:00:00+00:00"),
     "figures_mnist": record("figures_mnist", {"seed": 0, "n_images": 16}),
 }
-JOB_OUTPUTS = {"validation": ["validation/sampler.csv", "figures/validation_sampler.png"],
-               "metrics_mnist": ["mnist/metrics.csv"],
-               "table1": ["tables/table1.csv", "tables/table1.md"],
+JOB_OUTPUTS = {"sampler_check": ["validation/sampler.csv", "figures/validation_sampler.png"],
+               "images_metrics_mnist": ["mnist/metrics.csv"],
+               "images_table1": ["tables/table1.csv", "tables/table1.md"],
                "figures_mnist": ["figures/mnist_samples.png"]}
 
 
@@ -73,11 +73,11 @@ def results(tmp_path):
         "tables/table1.md": b"| model | nll |\n",
         "figures/mnist_samples.png": b"\x89PNG samples",
         "mnist/eae/ensemble.zarr/zarr.json": json.dumps(
-            {"attributes": {"provenance": json.dumps(RECORDS["ensemble"])}}).encode(),
+            {"attributes": {"provenance": json.dumps(RECORDS["images_ensemble"])}}).encode(),
         "mnist/eae/ensemble.zarr/latent/c/0/0/0": bytes(range(256)) * 50,
         # a collection of records (the report's), not the record of a job
         "report/provenance.json": json.dumps({"results/tables/table1.csv":
-                                              RECORDS["table1"]}).encode(),
+                                              RECORDS["images_table1"]}).encode(),
         "logs/validation.log": b"done\n",
         "empty.txt": b"",
     }
@@ -189,7 +189,7 @@ def test_crate_follows_the_run_crate_profiles_and_every_table_and_figure_is_a_jo
     assert workflow["programmingLanguage"]["name"] == "Snakemake"
     tools, steps = ids(workflow["hasPart"]), as_list(workflow["step"])
     assert "workflow/rules/archive.smk#archive" in tools  # a tool and a step per rule
-    assert {s.id for s in steps} >= {"#step-validation", "#step-table1", "#step-archive"}
+    assert {s.id for s in steps} >= {"#step-sampler_check", "#step-images_table1", "#step-archive"}
     controls = crate.get_by_type("ControlAction")
     outputs = [rel for rel in files if rel.startswith(("tables/", "figures/"))]
     assert len(outputs) == 4
@@ -224,13 +224,13 @@ def test_jobs_group_their_outputs_and_link_inputs_to_the_jobs_that_made_them(res
     validation = action_for(crate, "results/validation/sampler.csv")
     assert set(ids(validation["result"])) == {"results/validation/sampler.csv",
                                               "results/figures/validation_sampler.png"}
-    assert validation["instrument"].id == "workflow/rules/validation.smk#validation"
-    assert validation["instrument"]["mainEntity"].id == "workflow/scripts/validation.py"
-    # table1 read metrics.csv, which metrics_mnist made from the ensemble store
+    assert validation["instrument"].id == "workflow/rules/sampler_check.smk#sampler_check"
+    assert validation["instrument"]["mainEntity"].id == "workflow/scripts/sampler_check.py"
+    # images_table1 read metrics.csv, which images_metrics_mnist made from the ensemble store
     table1 = action_for(crate, "results/tables/table1.csv")
     assert "results/mnist/metrics.csv" in ids(table1["object"])
     metrics = action_for(crate, "results/mnist/metrics.csv")
-    assert metrics["instrument"].id == "workflow/rules/metrics.smk#metrics"  # stage metrics_mnist
+    assert metrics["instrument"].id == "workflow/rules/images.smk#images_metrics"  # stage images_metrics_mnist
     store = crate.get("results/mnist/eae/ensemble.zarr/")
     assert store.type == "Dataset" and store.id in ids(metrics["object"])
     assert "results/mnist/eae/ensemble.zarr/latent/c/0/0/0" in ids(store["hasPart"])
@@ -262,15 +262,15 @@ def test_jobs_group_their_outputs_and_link_inputs_to_the_jobs_that_made_them(res
 def test_rule_output_patterns_tie_each_job_to_the_rule_that_ran_it(results, tmp_path):
     out = tmp_path / "a.tar.gz"
     # as workflow/rules/archive.smk passes them: Snakemake's regex of each rule's outputs
-    patterns = {"figures_images": [r"results/figures/(?P<dataset>mnist|frey)_samples\.png$"],
-                "figure_interpolation": [r"results/figures/(?P<dataset>mnist)_interpolation\.png$"],
-                "metrics": [r"results/(?P<dataset>.+)/metrics\.csv$"]}
+    patterns = {"images_figures": [r"results/figures/(?P<dataset>mnist|frey)_samples\.png$"],
+                "images_interpolation": [r"results/figures/(?P<dataset>mnist)_interpolation\.png$"],
+                "images_metrics": [r"results/(?P<dataset>.+)/metrics\.csv$"]}
     build(results, out, rule_outputs=patterns)
     crate = open_crate(out, tmp_path)
     samples = action_for(crate, "results/figures/mnist_samples.png")
-    assert samples["instrument"].id == "workflow/rules/figures.smk#figures_images"
-    assert samples["instrument"]["mainEntity"].id == "workflow/scripts/figures_images.py"
-    assert action_for(crate, "results/mnist/metrics.csv")["instrument"].id.endswith("#metrics")
+    assert samples["instrument"].id == "workflow/rules/images.smk#images_figures"
+    assert samples["instrument"]["mainEntity"].id == "workflow/scripts/images_figures.py"
+    assert action_for(crate, "results/mnist/metrics.csv")["instrument"].id.endswith("#images_metrics")
 
 
 def test_verify_names_altered_missing_and_unexpected_files(results, tmp_path, capsys):
@@ -499,8 +499,8 @@ def test_archive_rule_runs_in_the_workflow(repo_root, tmp_path):
     made_up = {"validation/sampler.csv": "a,b\n1,2\n",
                "figures/validation_sampler.png": "png",
                "checkpoints/x/state.npz": "scratch"}
-    for out in JOB_OUTPUTS["validation"]:
-        made_up[f"provenance/{out}.json"] = _sidecar("validation", out).decode()
+    for out in JOB_OUTPUTS["sampler_check"]:
+        made_up[f"provenance/{out}.json"] = _sidecar("sampler_check", out).decode()
     for rel, data in made_up.items():
         (work / "results" / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / "results" / rel).write_text(data)
@@ -511,7 +511,7 @@ def test_archive_rule_runs_in_the_workflow(repo_root, tmp_path):
     assert result.returncode == 0, log[-6000:]
     ran = set(re.findall(r"^(?:local)?rule (\w+):", log, re.M))
     # only the archive and the report extras it holds ran: every other target was up to date
-    assert ran == {"archive", "resolved_config", "provenance_records"}, ran
+    assert ran == {"archive", "report_config", "report_provenance"}, ran
     out = work / "results" / "archive" / "eae-results.tar.gz"
     report = verify_archive(out)
     assert report.ok, report.format()
@@ -527,5 +527,5 @@ def test_archive_rule_runs_in_the_workflow(repo_root, tmp_path):
     assert "archived" in (work / "results" / "logs" / "archive.log").read_text()
     crate = open_crate(out, tmp_path)
     action = action_for(crate, "results/figures/validation_sampler.png")
-    assert action["instrument"].id == "workflow/rules/validation.smk#validation"
+    assert action["instrument"].id == "workflow/rules/sampler_check.smk#sampler_check"
     assert PROFILES <= set(ids(crate.root_dataset["conformsTo"]))

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from eae import baselines  # noqa: E402
+from eae.experiments.images import baseline_training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = {
@@ -208,7 +209,8 @@ def test_nan_raises_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
             v.assign(np.full(v.shape, np.nan, np.float32))
         return real_run_epoch(trainer, *args)
 
-    monkeypatch.setattr(baselines, "_run_epoch", poisoned)
+    # the training loop lives in eae.experiments.images.baseline_training: patch it there
+    monkeypatch.setattr(baseline_training, "_run_epoch", poisoned)
     ckpt = tmp_path / "ckpt"
     digests = {}
 
@@ -231,7 +233,7 @@ def test_nan_raises_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "encoder.keras").exists()
     assert not list(ckpt.glob(".*tmp*"))
     # Once the fault is gone the rerun resumes from the good checkpoint.
-    monkeypatch.setattr(baselines, "_run_epoch", real_run_epoch)
+    monkeypatch.setattr(baseline_training, "_run_epoch", real_run_epoch)
     res = baselines.train_baseline(
         "vae", x, xv, tiny_cfg(epochs=4), tmp_path / "out", seed=0, checkpoint_dir=ckpt
     )
@@ -239,10 +241,11 @@ def test_nan_raises_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
 
 
 def test_real_divergence_raises_clear_error(data, tmp_path):
+    # 10 is the largest rate the schema allows (mnist.vae.learning_rate), enough to diverge
     x, xv = data
     with pytest.raises(FloatingPointError, match="learning_rate"):
         baselines.train_baseline(
-            "vae", x, xv, tiny_cfg(learning_rate=1e3), tmp_path, seed=0
+            "vae", x, xv, tiny_cfg(learning_rate=10.0), tmp_path, seed=0
         )
     assert not (tmp_path / "encoder.keras").exists()
 
@@ -312,10 +315,10 @@ def test_conv_models_train(tmp_path):
 @pytest.mark.parametrize(
     "kind, cfg, x_bad, match",
     [
-        ("ae", {"epoch": 3}, None, "unknown config key"),
-        ("ae", {"batch_size": -1}, None, "batch_size"),
-        ("vae", {"learning_rate": 0}, None, "learning_rate"),
-        ("vae", {"beta": -1.0}, None, "beta"),
+        ("ae", {"epoch": 3}, None, r"mnist\.ae\.epoch: unknown key \(did you mean 'epochs'\?\)"),
+        ("ae", {"batch_size": -1}, None, r"mnist\.ae\.batch_size: must be >= 0"),
+        ("vae", {"learning_rate": 0}, None, r"mnist\.vae\.learning_rate: must be > 0"),
+        ("vae", {"beta": -1.0}, None, r"mnist\.vae\.beta: must be >= 0"),
         (
             "vae",
             {"model": {**TINY_MODEL, "output_activation": "linear"}},
@@ -349,21 +352,24 @@ def test_encode_checks_kind_against_encoder():
         baselines.encode("ae", enc, np.zeros((2, 6), np.float32))
 
 
-def test_schema_defaults_match_library_defaults(repo_root):
-    """The config schema's MNIST defaults are eae.baselines.DEFAULTS; Frey's defaults are valid too."""
-    from eae.config import fill_defaults, load_yaml
-
-    schema = load_yaml(repo_root / "workflow" / "schemas" / "baselines.schema.yaml")
-    cfg = fill_defaults({"mnist": {}, "frey": {}}, schema)
-    for kind in ("vae", "ae"):
-        assert baselines.resolve_config(
-            kind, cfg["mnist"][kind]
-        ) == baselines.resolve_config(kind, None)
-        frey = baselines.resolve_config(kind, cfg["frey"][kind])
-        assert (
-            frey["batch_size"] == 0
-            and frey["model"] == baselines.DEFAULTS[kind]["model"]
-        )
+def test_config_takes_the_schema_defaults_of_its_dataset():
+    """Omitted keys take the defaults of the schema section <dataset>.<kind> (MNIST when
+    the caller does not say); the model block those of its own kind."""
+    vae = baselines.resolve_config("vae", {"epochs": 3})
+    assert vae["epochs"] == 3 and vae["batch_size"] == 32 and vae["beta"] == 1.0
+    assert vae["model"] == {"kind": "mlp", "encoder_hidden": [512, 256], "latent_dim": 64,
+                            "decoder_hidden": [256, 512], "activation": "relu",
+                            "output_activation": "sigmoid"}
+    assert baselines.resolve_config("ae", None)["epochs"] == 140
+    frey = baselines.resolve_config("ae", None, "frey")
+    assert frey["batch_size"] == 0 and frey["epochs"] == 4000 and frey["checkpoint_every"] == 100
+    conv = baselines.resolve_config("ae", {"model": {"kind": "conv"}})["model"]
+    assert conv["latent_dim"] == 256 and "encoder_hidden" not in conv
+    assert baselines.resolve_config("vae", vae) == vae  # a complete block is kept as is
+    with pytest.raises(ValueError, match=r"frey\.vae\.model\.latent_dim: must be >= 1"):
+        baselines.resolve_config("vae", {"model": {"latent_dim": 0}}, "frey")
+    with pytest.raises(ValueError, match="dataset"):
+        baselines.resolve_config("vae", None, "celeba")
 
 
 def test_stage_reads_a_prepared_store(tmp_path):

@@ -31,7 +31,7 @@ RATIO_LINES = {
     + [rf"^ratio adaptive \({what}\)/nhc eae step = {NUMBER}\s"
        for what in ("no Langevin noise", r"langevin_every \d+")],
     "temperature_cost.py": [rf"^ratio tconf b=16/round = {NUMBER}\s", rf"^ratio tconf b=4/round = {NUMBER}\s"],
-    "simulate_rd.py": [rf"^speed ratio rk45 \S+ {variant} / ETDRK4: wall {NUMBER}x, cpu {NUMBER}x;"
+    "rd_simulate.py": [rf"^speed ratio rk45 \S+ {variant} / ETDRK4: wall {NUMBER}x, cpu {NUMBER}x;"
                        for variant in ("dense", "land")],
 }
 

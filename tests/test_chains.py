@@ -9,7 +9,7 @@ from eae.chains import ChainEncoder, chain_mean, chain_seed
 from eae.models import conv_encoder, mlp_decoder, mlp_encoder
 from eae.sampler import Simmering, SimmeringConfig, potential_value_and_grad
 from eae.train import EAETrainer, TrainSettings, batch_indices
-from test_train import DATA
+from helpers import TINY_DATA as DATA, tiny_trainer
 
 
 def test_chain_zero_keeps_the_base_seed_and_others_differ():
@@ -80,14 +80,7 @@ def test_sampler_rejects_variables_without_a_chain_axis():
 
 
 def make_chain_trainer(chains, updates=3, steps=5, **settings):
-    build = lambda s: mlp_encoder(16, (32,), 4, seed=s)  # noqa: E731
-    return EAETrainer(
-        ChainEncoder.build(build, chains, seed=0), mlp_decoder(4, (32,), 16, seed=1), [DATA],
-        SimmeringConfig(temperature=1e-6, dt=0.2, chain_length=5, sy_order=1),
-        TrainSettings(decoder_updates=updates, encoder_steps=steps, batch_size=32,
-                      chains=chains, log_every_s=0, **settings),
-        val_arrays=[DATA[:50]],
-    )
+    return tiny_trainer(updates, steps, chains=chains, **settings)
 
 
 def test_chains_get_their_own_minibatches():

@@ -5,6 +5,7 @@ same check (eae.config.check_config) in `eae check-config` and before the workfl
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -355,7 +356,33 @@ def test_paper_rd_runs_only_reaction_diffusion_in_its_own_directory(repo_root, t
     log = result.stdout + result.stderr
 
     jobs = planned_jobs(log)
-    assert set(jobs) == {"all", "simulate_rd", "prepare_rd", "train_rd_eae",
-                         "rd_coefficients", "rd_analysis", "diagnostics", "resolved_config",
-                         "provenance_records"}, jobs
+    assert set(jobs) == {"all", "rd_simulate", "rd_prepare", "rd_train_eae",
+                         "rd_coefficients", "rd_analysis", "diagnostics", "report_config",
+                         "report_provenance"}, jobs
     assert "results/tables/table4_vs_paper.md" in log
+
+
+def test_training_settings_are_declared_once():
+    """sampling.schema.yaml declares every TrainSettings field; each experiment's train
+    section takes its fields from there (same type and bounds, own default allowed)."""
+    import dataclasses
+
+    from eae.core.trainer import TrainSettings
+    from eae.support.config import load_schema
+
+    schemas = Path(__file__).resolve().parents[1] / "eae" / "schemas"
+    shared = load_schema(schemas / "sampling.schema.yaml")["properties"]["train"]["properties"]
+    assert set(shared) == {f.name for f in dataclasses.fields(TrainSettings)}
+    raw = {name: yaml.safe_load((schemas / name).read_text())
+           for name in ("eae.schema.yaml", "faces.schema.yaml", "rd_eae.schema.yaml")}
+    sections = {
+        "images": raw["eae.schema.yaml"]["properties"]["train"]["properties"],
+        "faces": raw["faces.schema.yaml"]["properties"]["train"]["properties"],
+        "rd": raw["rd_eae.schema.yaml"]["properties"]["rd"]["properties"]["eae"]["properties"]
+                 ["train"]["properties"],
+    }
+    for experiment, fields in sections.items():
+        for name, field in fields.items():
+            if name in shared:
+                assert field.get("$ref", "").endswith(f"sampling.schema.yaml#/properties/train/properties/{name}"), \
+                    (experiment, name)

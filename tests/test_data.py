@@ -155,7 +155,7 @@ def test_embedded_mnist_default_split_and_store(embedded_store):
 
 def test_embedded_mnist_provenance(embedded_store):
     rec = read_provenance(embedded_store)
-    assert rec["stage"] == "prepare_mnist"
+    assert rec["stage"] == "images_prepare_mnist"
     assert rec["seeds"] == {"split": 0}
     assert rec["config"]["source"] == "embedded" and rec["config"]["fractions"]["train"] == 0.8
     [(path, digest)] = rec["inputs"].items()
@@ -262,16 +262,16 @@ def test_mnist_file_checksum_is_checked_by_default(tmp_path):
 @pytest.mark.parametrize(
     "cfg, error, message",
     [
-        ({"source": "file"}, data.DataError, "mnist.data.path must be set"),
+        ({"source": "file"}, data.DataError, "mnist.data.path: must be a string when source is 'file'"),
         (
             {"source": "file", "path": "/nonexistent/mnist.npz"},
             FileNotFoundError,
             "mnist.data.path: file not found: /nonexistent/mnist.npz",
         ),
-        ({"source": "tfds"}, data.DataError, "mnist.data.source must be one of"),
-        ({"fractoins": {}}, data.DataError, r"unknown config key\(s\) \['fractoins'\]"),
+        ({"source": "tfds"}, data.DataError, "mnist.data.source: must be one of"),
+        ({"fractoins": {}}, data.DataError, r"mnist\.data\.fractoins: unknown key \(did you mean 'fractions'\?\)"),
         ({"fractions": {"train": 0.8, "val": 0.3, "test": 0.1}}, data.DataError, "sum to 1"),
-        ({"max_train": 0}, data.DataError, "max_train must be null or an integer >= 1"),
+        ({"max_train": 0}, data.DataError, r"mnist\.data\.max_train: must be >= 1, got 0"),
     ],
 )
 def test_mnist_bad_config_is_a_clear_error(tmp_path, cfg, error, message):
@@ -368,12 +368,27 @@ def test_frey_missing_file_and_bad_download(tmp_path):
 # --------------------------------------------------------------------------- schema
 
 
-def test_schema_defaults_match_the_library_and_ci_blocks_validate():
+def test_config_takes_the_schema_defaults():
+    """Omitted keys of mnist.data / frey.data take the schema's defaults; a complete
+    section (the workflow's) is kept as is."""
+    mnist = data.resolve_config({"seed": 3}, section="mnist.data")
+    assert mnist["seed"] == 3 and mnist["source"] == "embedded" and mnist["n_val"] == 10000
+    assert mnist["sha256"] == data.KERAS_MNIST_SHA256 and mnist["url"] == data.KERAS_MNIST_URL
+    frey = data.resolve_config(None, section="frey.data")
+    assert frey["source"] == "download" and frey["sha256"] == data.FREY_SHA256
+    assert frey["fractions"] == {"train": 0.8, "val": 0.1, "test": 0.1} and "n_val" not in frey
+    assert data.resolve_config(frey, section="frey.data") == frey
+    # the old signature (defaults passed in) still works, with the schema's defaults only
+    assert data.resolve_config({"seed": 3}, data.MNIST_DEFAULTS, "mnist.data") == mnist
+    with pytest.raises(TypeError, match="from the schema"):
+        data.resolve_config({}, {**data.MNIST_DEFAULTS, "seed": 1}, "mnist.data")
+    upper = data.resolve_config({"sha256": data.FREY_SHA256.upper()}, section="frey.data")
+    assert upper["sha256"] == data.FREY_SHA256
+
+
+def test_ci_blocks_validate_and_bad_blocks_are_refused():
     from eae.config import ConfigError, validate_config
 
-    filled = validate_config({}, SCHEMA)
-    assert filled["mnist"]["data"] == data.MNIST_DEFAULTS
-    assert filled["frey"]["data"] == data.FREY_DEFAULTS
     ci = validate_config({"mnist": {"data": CI_MNIST}, "frey": {"data": CI_FREY}}, SCHEMA)
     assert ci["frey"]["data"]["path"] == "../shared/data/frey_rawface.mat"
     for bad in (
@@ -411,7 +426,7 @@ def test_prepare_rules_run_in_snakemake(frey_file, tmp_path):
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "config.yaml"
         include: "{ROOT / 'workflow' / 'rules' / 'common.smk'}"
-        include: "{ROOT / 'workflow' / 'rules' / 'prepare.smk'}"
+        include: "{ROOT / 'workflow' / 'rules' / 'images.smk'}"
         rule all:
             input: "results/data/mnist.zarr", "results/data/frey.zarr"
     """))

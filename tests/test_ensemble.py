@@ -7,7 +7,7 @@ import xarray as xr
 
 from eae.ensemble import sample_ensemble
 from eae.io import member_view, open_zarr, read_provenance
-from test_train import DATA, make_trainer
+from helpers import TINY_DATA as DATA, tiny_trainer as make_trainer
 
 
 def record_for(trainer):

@@ -108,7 +108,7 @@ def test_celeba_loader_crops_resizes_and_keeps_the_official_split(tmp_path):
     train = load_faces(out, "train")
     assert train.images.dtype == np.uint8 and train.images.shape == (5, 16, 16, 3)
     np.testing.assert_allclose(to_float(train.images), images[:5], atol=1e-6)
-    assert read_provenance(out)["stage"] == "prepare_faces"
+    assert read_provenance(out)["stage"] == "faces_prepare"
     # the crop is the centre square: a manual crop + resize gives the stored pixels
     with Image.open(root / CELEBA_IMAGE_DIR / "000004.jpg") as im:
         manual = crop_and_resize(im.convert("RGB"), 148, 16)
@@ -320,6 +320,22 @@ def test_figure_shows_every_temperature(tmp_path):
 # --------------------------------------------------------------------------- config + rules
 
 
+def test_data_and_report_configs_take_the_schema_defaults():
+    from eae.faces import resolve_data_config, resolve_report_config
+
+    cfg = resolve_data_config({"size": 32})
+    assert cfg["size"] == 32 and cfg["source"] == "lfw" and cfg["crop"] == 148
+    assert cfg["fractions"] == {"train": 0.7, "val": 0.1, "test": 0.2} and cfg["workers"] == 4
+    assert resolve_data_config(cfg) == cfg
+    with pytest.raises(DataError, match=r"faces\.data\.sizes: unknown key \(did you mean 'size'\?\)"):
+        resolve_data_config({"sizes": 32})
+    with pytest.raises(DataError, match=r"faces\.data\.fractions must be .* sum to 1"):
+        resolve_data_config({"fractions": {"train": 0.7, "val": 0.2, "test": 0.2}})
+    assert resolve_report_config({"dpi": 60}) == {"dpi": 60, "n_show": 8, "batch_size": 256}
+    with pytest.raises(ConfigError, match=r"faces\.report\.n_shown: unknown key"):
+        resolve_report_config({"n_shown": 4})
+
+
 def test_schema_defaults_and_errors():
     cfg = schema_validate({})
     assert cfg["data"]["source"] == "lfw" and cfg["train"]["decoder_updates"] == 700
@@ -343,15 +359,15 @@ def test_rules_plan_one_model_per_temperature(tmp_path):
         include: "{REPO / 'workflow' / 'rules' / 'common.smk'}"
         include: "{REPO / 'workflow' / 'rules' / 'faces.smk'}"
         rule all:
-            input: faces_targets(config["faces"])
+            input: wf.faces_targets(config)
     """))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "2", "-q", "rules"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(line.split() for line in result.stdout.splitlines()
                   if line.strip() and line.split()[-1].isdigit() and len(line.split()) == 2)
-    assert counts.get("train_faces_eae") == "3" and counts.get("faces_ensemble") == "3"
-    assert counts.get("prepare_faces") == "1" and counts.get("faces_report") == "1"
+    assert counts.get("faces_train_eae") == "3" and counts.get("faces_ensemble") == "3"
+    assert counts.get("faces_prepare") == "1" and counts.get("faces_report") == "1"
 
 
 def test_a_diverged_ensemble_leaves_no_store(tiny_chain, tmp_path):

@@ -147,7 +147,7 @@ def test_figures_stage_labelled(fake):
     outputs = {"interpolation": figdir / "mnist_interpolation.png",
                "densities": figdir / "mnist_latent_densities.png",
                "samples": figdir / "mnist_samples.png"}
-    written = figures.figures_stage("mnist", SMALL_CFG, outputs, results_dir=fake["results"])
+    written = figures.figures_stage("mnist", SMALL_CFG, outputs, paths=fake["paths"])
     assert set(written) == set(outputs)
     rows, cols = IMAGE_SHAPE
     # Interpolation: 4 rows (test data, EAE, VAE, AE) × 5 steps of 0.8·6/8-inch cells at 40 dpi.
@@ -161,16 +161,16 @@ def test_figures_stage_labelled(fake):
     for out in outputs.values():
         assert not_blank(out)
         rec = json.loads((fake["results"] / "provenance" / "figures" / (out.name + ".json")).read_text())
-        assert rec["stage"] == "figures_mnist" and rec["output"]["path"] == str(out)
+        assert rec["stage"] == "images_figures_mnist" and rec["output"]["path"] == str(out)
         assert rec["config"]["seed"] == 0
 
 
 def test_figures_stage_is_seeded(fake, tmp_path):
-    a = figures.figures_stage("mnist", SMALL_CFG, {"samples": tmp_path / "a.png"}, results_dir=fake["results"])
-    b = figures.figures_stage("mnist", SMALL_CFG, {"samples": tmp_path / "b.png"}, results_dir=fake["results"])
+    a = figures.figures_stage("mnist", SMALL_CFG, {"samples": tmp_path / "a.png"}, paths=fake["paths"])
+    b = figures.figures_stage("mnist", SMALL_CFG, {"samples": tmp_path / "b.png"}, paths=fake["paths"])
     assert a["samples"].read_bytes() == b["samples"].read_bytes()
     c = figures.figures_stage("mnist", {**SMALL_CFG, "seed": 1}, {"samples": tmp_path / "c.png"},
-                              results_dir=fake["results"])
+                              paths=fake["paths"])
     assert c["samples"].read_bytes() != a["samples"].read_bytes()
 
 
@@ -179,19 +179,19 @@ def test_figures_stage_unlabelled(tmp_path):
     figdir = fake["results"] / "figures"
     outputs = {"densities": figdir / "frey_latent_densities.png", "samples": figdir / "frey_samples.png"}
     cfg = {**SMALL_CFG, "models": ["eae", "vae"]}
-    figures.figures_stage("frey", cfg, outputs, results_dir=fake["results"])
+    figures.figures_stage("frey", cfg, outputs, paths=fake["paths"])
     assert png_size(outputs["densities"])[1] == round(40 * (2 * 2.6 + 0.6))
     assert all(not_blank(p) for p in outputs.values())
     # No labels: the interpolation figure is refused, and nothing is left behind.
     bad = {"densities": figdir / "x.png", "interpolation": figdir / "y.png"}
     with pytest.raises(ValueError, match="needs class labels"):
-        figures.figures_stage("frey", cfg, bad, results_dir=fake["results"])
+        figures.figures_stage("frey", cfg, bad, paths=fake["paths"])
     assert not (figdir / "x.png").exists() and not (figdir / "y.png").exists()
     with pytest.raises(ValueError, match="unknown figure kind"):
-        figures.figures_stage("frey", cfg, {"fig9": figdir / "z.png"}, results_dir=fake["results"])
+        figures.figures_stage("frey", cfg, {"fig9": figdir / "z.png"}, paths=fake["paths"])
 
 
 def test_interpolation_rejects_missing_class(fake, tmp_path):
     cfg = {**SMALL_CFG, "interpolate": {"classes": [0, 7], "steps": 3}}
     with pytest.raises(ValueError, match="interpolate.classes"):
-        figures.figures_stage("mnist", cfg, {"interpolation": tmp_path / "i.png"}, results_dir=fake["results"])
+        figures.figures_stage("mnist", cfg, {"interpolation": tmp_path / "i.png"}, paths=fake["paths"])

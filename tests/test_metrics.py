@@ -1,5 +1,5 @@
 """Table 1 metrics: activity, PCs, probes, streaming moments, PCA reference, the stage
-on tiny fake models/ensemble, Table 1 layout, and schema defaults."""
+on tiny fake models/ensemble, Table 1 layout, and the config."""
 
 import os
 from pathlib import Path
@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from eae import metrics  # noqa: E402
+from eae.workflow import image_paths  # noqa: E402
 from eae.temperature import TEMPERATURE_COLUMNS, TemperatureCheck  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def build_fake_results(root: Path, labelled: bool = True, dataset: str = "mnist"
     if labelled:
         data["labels"] = (("sample",), labels)
     results = root / "results"
-    paths = metrics.dataset_paths(dataset, results)
+    paths = image_paths(dataset, results)
     write_zarr(xr.Dataset(data, coords={"sample": np.arange(n)}), paths["data"])
 
     pixels = rows * cols
@@ -269,7 +270,7 @@ def test_ensemble_statistics_rejects_inconsistent_mean(tmp_path):
 def test_model_metrics_on_fake_results(fake):
     import keras
 
-    frame = metrics.model_metrics("mnist", fake["results"], SMALL_CFG)
+    frame = metrics.model_metrics("mnist", fake["paths"], SMALL_CFG)
     assert list(frame["model"]) == ["eae", "vae", "ae", "pca"]
     assert list(frame.columns) == metrics.COLUMNS + TEMPERATURE_COLUMNS
     rows = frame.set_index("model")
@@ -320,7 +321,7 @@ def test_metrics_stage_without_labels_and_sidecar(tmp_path):
     fake = build_fake_results(tmp_path, labelled=False, dataset="frey")
     out = fake["results"] / "frey" / "metrics.csv"
     frame = metrics.metrics_stage("frey", {**SMALL_CFG, "models": ["eae", "ae"]}, out,
-                                  results_dir=fake["results"])
+                                  paths=fake["paths"])
     assert list(frame["model"]) == ["eae", "ae", "pca"]
     assert frame["probe_accuracy"].isna().all() and (frame["probe"] == "no labels").all()
     assert pd.read_csv(out).shape == frame.shape
@@ -329,7 +330,7 @@ def test_metrics_stage_without_labels_and_sidecar(tmp_path):
     import json
 
     rec = json.loads(sidecar.read_text())
-    assert rec["stage"] == "metrics_frey" and rec["config"]["active_threshold"] == 0.01
+    assert rec["stage"] == "images_metrics_frey" and rec["config"]["active_threshold"] == 0.01
     assert any(k.endswith("ensemble.zarr") for k in rec["inputs"])
 
 
@@ -343,33 +344,32 @@ def test_stage_rejects_mismatched_ensemble(tmp_path, fake):
     z = fake["z"][:, :-1]  # one test image short
     write_zarr(xr.Dataset({"latent": (("member", "sample", "unit"), z)}), root / "mnist" / "eae" / "ensemble.zarr")
     with pytest.raises(ValueError, match="different data"):
-        metrics.model_metrics("mnist", root, SMALL_CFG)
+        metrics.model_metrics("mnist", image_paths("mnist", root), SMALL_CFG)
     shutil.rmtree(root / "mnist" / "vae")
     with pytest.raises(FileNotFoundError, match="encoder.keras"):
-        metrics.model_metrics("mnist", root, {**SMALL_CFG, "models": ["vae"]})
+        metrics.model_metrics("mnist", image_paths("mnist", root), {**SMALL_CFG, "models": ["vae"]})
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="unknown analysis config"):
+    from eae.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"analysis\.threshold: unknown key \(did you mean 'active_threshold'\?\)"):
         metrics.resolve_config({"threshold": 0.1})
-    with pytest.raises(ValueError, match="probe.kind"):
+    with pytest.raises(ConfigError, match=r"analysis\.probe\.kk: unknown key"):
+        metrics.resolve_config({"probe": {"kk": 3}})
+    with pytest.raises(ValueError, match=r"analysis\.probe\.kind: must be one of"):
         metrics.resolve_config({"probe": {"kind": "svm"}})
-    with pytest.raises(ValueError, match="analysis.models"):
+    with pytest.raises(ValueError, match=r"analysis\.models\[1\]"):
         metrics.resolve_config({"models": ["eae", "gan"]})
-    with pytest.raises(ValueError, match="interpolate.classes"):
+    with pytest.raises(ValueError, match="interpolate.classes must be two different labels"):
         metrics.resolve_config({"interpolate": {"classes": [1, 1]}})
 
 
-def test_schema_defaults_equal_module_defaults():
-    from eae.config import fill_defaults, load_schema
-
-    schema = load_schema(ROOT / "workflow" / "schemas" / "analysis.schema.yaml")
-    assert fill_defaults({}, schema) == metrics.DEFAULTS
-    import jsonschema
-
-    jsonschema.Draft202012Validator(schema).validate(metrics.DEFAULTS)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(schema).validate({"probe": {"kind": "svm"}})
+def test_config_defaults_fill_omitted_keys():
+    cfg = metrics.resolve_config({"probe": {"k": 3}, "models": ("eae",)})
+    assert cfg["probe"] == {"kind": "knn", "k": 3, "folds": 5, "l2": 0.001, "max_iter": 300}
+    assert cfg["models"] == ["eae"] and cfg["active_threshold"] == 0.01 and cfg["dpi"] == 120
+    assert metrics.resolve_config(cfg) == cfg  # a complete section (the workflow's) is kept as is
 
 
 # --------------------------------------------------------------------------- Table 1

@@ -113,9 +113,9 @@ def test_build_from_config_mlp_flattens_image_shape_and_variational():
     "bad, match",
     [
         ({"kind": "rnn"}, "kind"),
-        ({"kind": "mlp", "filterz": [3]}, "unknown model config key"),
+        ({"kind": "mlp", "filterz": [3]}, r"model\.filterz: unknown key \(did you mean 'filters'\?\)"),
         ({"kind": "mlp", "latent_dim": 0}, "latent_dim"),
-        ({"kind": "mlp", "activation": "swishy"}, "unknown activation"),
+        ({"kind": "mlp", "activation": "swishy"}, r"model\.activation: must be one of"),
         (
             {"kind": "conv", "decoder_filters": [4], "decoder_strides": [4, 4]},
             "differ in length",
@@ -125,6 +125,20 @@ def test_build_from_config_mlp_flattens_image_shape_and_variational():
 def test_bad_model_config_raises(bad, match):
     with pytest.raises(ValueError, match=match):
         models.build_from_config(bad, (8, 8, 1), seed=0)
+
+
+def test_each_kind_takes_its_schema_defaults():
+    """mlp: the image experiments' block (SPEC §3.2); conv: the faces block (SPEC §3.3)."""
+    assert models.validate_model_config({}) == {
+        "kind": "mlp", "encoder_hidden": [512, 256], "latent_dim": 64,
+        "decoder_hidden": [256, 512], "activation": "relu", "output_activation": "sigmoid"}
+    conv = models.validate_model_config({"kind": "conv", "latent_dim": 8})
+    assert conv == {"kind": "conv", "filters": [32, 64, 128, 256], "kernel": 4, "latent_dim": 8,
+                    "decoder_base_channels": 64, "decoder_filters": [64, 32],
+                    "decoder_strides": [4, 4], "decoder_kernel": 4, "activation": "relu",
+                    "output_activation": "relu"}
+    assert models.validate_model_config(conv) == conv
+    assert models.validate_model_config({"encoder_hidden": (4,)})["encoder_hidden"] == [4]
 
 
 def test_other_kind_keys_are_dropped():

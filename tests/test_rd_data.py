@@ -60,7 +60,7 @@ def test_store_layout(stores):
     assert counts.tolist() == [100, 40, 20]
     assert zarr.open_group(str(data_path), mode="r")["x"].chunks == (64, 256)
     record = read_provenance(ds)
-    assert record["stage"] == "prepare_rd" and record["seeds"]["split"] == 3
+    assert record["stage"] == "rd_prepare" and record["seeds"]["split"] == 3
     assert str(sim_path) in record["inputs"]
 
 
@@ -152,7 +152,7 @@ def test_schemas_fill_defaults_and_reject_bad_values():
 
 @pytest.mark.slow
 def test_rd_rules_run_in_snakemake(tmp_path):
-    """Rules simulate_rd and prepare_rd end to end with the CI-sized config."""
+    """Rules rd_simulate and rd_prepare end to end with the CI-sized config."""
     import subprocess
     import sys
     import textwrap
@@ -164,8 +164,7 @@ def test_rd_rules_run_in_snakemake(tmp_path):
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         configfile: "config.yaml"
         include: "{ROOT / 'workflow' / 'rules' / 'common.smk'}"
-        include: "{ROOT / 'workflow' / 'rules' / 'simulate.smk'}"
-        include: "{ROOT / 'workflow' / 'rules' / 'prepare_rd.smk'}"
+        include: "{ROOT / 'workflow' / 'rules' / 'rd.smk'}"
         rule all:
             input: "results/rd/dataset.zarr"
     """))
@@ -177,5 +176,5 @@ def test_rd_rules_run_in_snakemake(tmp_path):
     assert sim.sizes == {"time": 401, "y": 32, "x": 32}
     train = load_rd_split(tmp_path / "results/rd/dataset.zarr", "train")
     assert train["x"].shape == (200, 1024)
-    assert "simulate_rd: wrote" in (tmp_path / "results/logs/rd/simulate.log").read_text()
+    assert "rd_simulate: wrote" in (tmp_path / "results/logs/rd/simulate.log").read_text()
     assert (tmp_path / "results/benchmarks/rd/prepare.tsv").exists()

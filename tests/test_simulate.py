@@ -249,7 +249,7 @@ def test_simulate_stage_writes_chunked_store_with_provenance(tmp_path):
     assert group["field"].chunks == (8, 16, 16)
     assert group["field"].dtype == np.float32
     record = read_provenance(ds)
-    assert record["stage"] == "simulate_rd"
+    assert record["stage"] == "rd_simulate"
     assert record["config"]["n"] == 16 and record["config"]["method"] == "etdrk4"
     json.dumps(record)
 

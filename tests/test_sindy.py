@@ -353,7 +353,7 @@ def test_training_writes_the_model_directory_and_lowers_the_loss(trained):
     for name in ("encoder.keras", "decoder.keras", "final_state.npz", "history.csv"):
         assert (root / "model" / name).exists(), name
     record = find_record(root / "model")
-    assert record["stage"] == "train_rd_eae" and "ensemble" not in record["config"]
+    assert record["stage"] == "rd_train_eae" and "ensemble" not in record["config"]
     assert len(history) == TINY_CFG["train"]["decoder_updates"]
     assert history["loss_mean"].iloc[-1] < 0.2 * history["loss_mean"].iloc[0]
     ratio = history["kinetic_temperature"] / history["temperature"]

@@ -67,7 +67,7 @@ def test_slurm_profile_sends_every_gpu_rule_to_a_gpu():
     assert profile["executor"] == "slurm"
     cpu_partition = profile["default-resources"]["slurm_partition"]
     rules = gpu_rules()
-    assert {"train_eae", "train_baseline", "ensemble"} <= rules
+    assert {"images_train_eae", "images_train_baseline", "images_ensemble"} <= rules
     for rule in rules:
         res = profile["set-resources"].get(rule)
         assert res, f"profiles/slurm: no set-resources for GPU rule {rule}"

@@ -15,7 +15,8 @@ from helpers import planned_jobs, run_snakemake  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from eae import sweep  # noqa: E402
-from eae.config import validate_config  # noqa: E402
+from eae import workflow as wf  # noqa: E402
+from eae.config import ConfigError, validate_config  # noqa: E402
 
 
 TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 3, "decoder_hidden": [8]}
@@ -107,9 +108,72 @@ def test_point_params_do_not_depend_on_the_other_points():
         assert sweep.point_params(config, "mnist", tag) == sweep.point_params(grown, "mnist", tag)
     grown["analysis"]["dpi"] = 33  # a figure setting reruns no point
     assert sweep.point_params(config, "mnist", "T1e-08") == sweep.point_params(grown, "mnist", "T1e-08")
-    with pytest.raises(ValueError, match="unknown experiment"):
-        sweep.point_params(config, "rd", "T1e-08")
-    assert sweep.experiment_inputs("frey") == {"data": "results/data/frey.zarr"}
+    with pytest.raises(ValueError, match="unknown experiment 'no_such_experiment'"):
+        sweep.point_params(config, "no_such_experiment", "T1e-08")
+    assert wf.sweep_inputs("frey") == {"data": "results/data/frey.zarr"}
+
+
+def test_every_experiment_with_data_is_a_sweep_experiment():
+    assert set(wf.sweep_experiments()) == {"mnist", "frey", "faces", "rd"}
+    assert wf.sweep_inputs("rd") == {"data": "results/rd/dataset.zarr"}
+    for name in ("faces", "rd"):
+        assert validate_config({"sweep": {"experiment": name}})["sweep"]["experiment"] == name
+    with pytest.raises(ConfigError, match="experiment"):
+        validate_config({"sweep": {"experiment": "no_such_experiment"}})
+
+
+def test_faces_point_params_start_from_the_faces_run_config():
+    from eae.faces import ensemble_config
+
+    config = validate_config({
+        "faces": {"temperatures": [1e-4, 1e-6], "sampler": {"dt": 0.05, "final_temperature_factor": 0.1},
+                  "train": {"decoder_updates": 9, "encoder_epochs": 2}, "ensemble": {"n_test": 7}},
+        "sweep": {"experiment": "faces", "temperatures": [1e-8, 1e-6], "train": {"chains": 3}},
+    })
+    params = sweep.point_params(config, "faces", "T1e-08")
+    eae = params["eae"]
+    assert eae == sweep.point_config(ensemble_config(config["faces"], 1e-8), config["sweep"], "T1e-08")
+    assert eae["temperature"] == 1e-8 and eae["sampler"]["temperature"] == 1e-8
+    # constant point: the faces' own annealing (final_temperature_factor) is superseded
+    assert eae["sampler"]["final_temperature"] is None and eae["sampler"]["schedule"] == "constant"
+    assert "final_temperature_factor" not in eae["sampler"] and eae["sampler"]["dt"] == 0.05
+    assert eae["model"] == {**config["faces"]["model"], "kind": "conv"}
+    assert eae["train"]["decoder_updates"] == 9 and eae["train"]["encoder_epochs"] == 2
+    assert eae["train"]["chains"] == 3  # sweep.train over faces.train
+    assert eae["ensemble"]["n_test"] == 7 and eae["ensemble"]["members"] == 100  # sweep.ensemble
+    assert "temperatures" not in eae and "report" not in eae and "data" not in eae
+    ann = sweep.point_params(config, "faces", "anneal_1e-06_1e-08_geometric")["eae"]
+    assert ann["temperature"] == 1e-6 and ann["sampler"]["temperature"] == 1e-6
+    assert ann["sampler"]["final_temperature"] == 1e-8 and ann["sampler"]["schedule"] == "geometric"
+    # the faces' own temperatures and the sweep's other points do not enter
+    grown = copy.deepcopy(config)
+    grown["faces"]["temperatures"] = [1e-3]
+    grown["sweep"]["temperatures"].append(1e-7)
+    assert sweep.point_params(grown, "faces", "T1e-08") == params
+
+
+def test_rd_point_params_start_from_rd_eae():
+    config = validate_config({
+        "rd": {"eae": {"sampler": {"temperature": 3e-7, "dt": 0.07},
+                       "loss": {"lambda_x_dot": 0.25}, "ensemble": {"test_loss": True}}},
+        "sweep": {"experiment": "rd", "temperatures": [1e-8, 1e-6], "train": {"decoder_updates": 4}},
+    })
+    params = sweep.point_params(config, "rd", "T1e-06")
+    eae, rd = params["eae"], config["rd"]["eae"]
+    assert eae == sweep.point_config(rd, config["sweep"], "T1e-06")
+    assert eae["sampler"]["temperature"] == 1e-6 and eae["sampler"]["dt"] == 0.07
+    assert eae["sampler"]["schedule"] == "constant" and eae["sampler"]["final_temperature"] is None
+    assert eae["model"] == rd["model"] and eae["loss"] == rd["loss"]
+    assert eae["loss"]["lambda_x_dot"] == 0.25 and eae["ensemble"]["test_loss"] is True
+    assert eae["train"]["decoder_updates"] == 4
+    assert eae["train"]["encoder_steps"] == rd["train"]["encoder_steps"]
+    assert "temperature" not in eae  # no top-level temperature where the experiment has none
+    # not mnist.eae's settings
+    assert eae["model"] != sweep.point_params(config, "mnist", "T1e-06")["eae"]["model"]
+    grown = copy.deepcopy(config)
+    grown["sweep"]["temperatures"].append(1e-7)
+    grown["mnist"]["eae"]["sampler"]["dt"] = 0.01
+    assert sweep.point_params(grown, "rd", "T1e-06") == params
 
 
 # --------------------------------------------------------------------------- rule
@@ -227,8 +291,8 @@ def tiny_point(tmp_path_factory):
     })
     tag = "anneal_1e-06_1e-08_geometric"
     params = sweep.point_params(config, "mnist", tag)
-    paths = sweep.point_paths("mnist", tag, root / "results")
-    outputs = {k: paths[k] for k in ("model", "ensemble", "row", "convergence")}
+    paths = wf.sweep_point_paths("mnist", tag, root / "results")
+    outputs = {k: paths[k] for k in sweep.OUTPUT_KEYS}
     frame = sweep.sweep_point_stage(params, {"data": str(data)}, outputs,
                                     checkpoint_dir=paths["checkpoint"])
     return {"root": root, "frame": frame, "paths": paths, "config": config}
@@ -281,8 +345,8 @@ def test_point_resumes_training_from_its_checkpoint(tiny_point, tmp_path, caplog
     config["sweep"]["ensemble"]["members"] = 8
     tag = "anneal_1e-06_1e-08_geometric"
     params = sweep.point_params(config, "mnist", tag)
-    paths = sweep.point_paths("mnist", tag, tmp_path / "results")
-    outputs = {k: paths[k] for k in ("model", "ensemble", "row", "convergence")}
+    paths = wf.sweep_point_paths("mnist", tag, tmp_path / "results")
+    outputs = {k: paths[k] for k in sweep.OUTPUT_KEYS}
     data = tiny_point["root"] / "results" / "data" / "mnist.zarr"
     with caplog.at_level(logging.INFO, logger="eae"):
         frame = sweep.sweep_point_stage(params, {"data": str(data)}, outputs,
@@ -343,6 +407,135 @@ def test_table_stage_recommends_and_writes_everything(tiny_point, tmp_path):
     assert json.loads(out["json"].read_text())["recommended_point"] is None
 
 
+def _summary_store(path, variables, chains=2, draws=6, seed=0):
+    from eae.io import write_zarr
+    rng = np.random.default_rng(seed)
+    data = {"loss": (("chain", "draw"), rng.random((chains, draws))),
+            "kinetic_temperature": (("chain", "draw"), 1e-6 * (1 + 0.1 * rng.random((chains, draws))))}
+    data.update({name: (("chain", "draw", "sample", dim), rng.standard_normal((chains, draws, 5, 2)))
+                 for name, dim in variables})
+    coords = {"latent": np.array(["z1", "z2"], dtype=object)} if any(d == "latent" for _, d in variables) else {}
+    write_zarr(xr.Dataset(data, coords=coords), path)
+    return path
+
+
+def test_ensemble_summary_uses_the_stores_code_variable(tmp_path):
+    # the SINDy store's codes: latent_code (chain, draw, sample, latent)
+    row, table = sweep.ensemble_summary(_summary_store(tmp_path / "rd.zarr", [("latent_code", "latent")]),
+                                        test_points=3, max_elements=4)
+    assert list(table["variable"]) == ["loss", "kinetic_temperature", "latent"]
+    assert table.set_index("variable").loc["latent", "analysed"] == 4  # of 3 points x 2 units
+    assert np.isfinite(row["rhat_latent"]) and np.isfinite(row["ess_bulk_latent"])
+    assert row["n_members"] == 12 and row["draws"] == 6
+    # no code variable at all: loss and T_kin only, latent diagnostics NaN
+    row, table = sweep.ensemble_summary(_summary_store(tmp_path / "none.zarr", []))
+    assert list(table["variable"]) == ["loss", "kinetic_temperature"]
+    assert math.isnan(row["rhat_latent"]) and np.isfinite(row["rhat_loss"])
+    assert row["rhat"] == pytest.approx(max(row["rhat_loss"], row["rhat_kinetic_temperature"]))
+
+
+def _run_point(root, config, experiment, tag, data):
+    params = sweep.point_params(config, experiment, tag)
+    paths = wf.sweep_point_paths(experiment, tag, root / "results")
+    outputs = {k: paths[k] for k in sweep.OUTPUT_KEYS}
+    frame = sweep.sweep_point_stage(params, {"data": str(data)}, outputs,
+                                    checkpoint_dir=paths["checkpoint"])
+    return frame, paths
+
+
+@pytest.fixture(scope="module")
+def rd_point(tmp_path_factory):
+    """A constant-temperature point of the SINDy-EAE on a tiny synthetic oscillator."""
+    from eae.io import write_zarr
+    from eae.sindy import synthetic_oscillator
+    root = tmp_path_factory.mktemp("sweep_rd")
+    data = root / "results" / "rd" / "dataset.zarr"
+    write_zarr(synthetic_oscillator(n=5, n_snapshots=300, dt=0.1, n_test=40, n_train=150,
+                                    n_val=30), data)
+    config = validate_config({
+        "rd": {"eae": {"model": {"encoder_hidden": [16], "decoder_hidden": [16]},
+                       "sampler": {"dt": 0.1, "chain_length": 3},
+                       "train": {"decoder_updates": 3, "encoder_steps": 5, "batch_size": 32},
+                       "ensemble": {"chunk_members": 3}}},
+        "analysis": {"chunk_members": 3},
+        "sweep": {"experiment": "rd", "temperatures": [1e-7], "annealed": [],
+                  "ensemble": {"members": 10, "thin": 1},
+                  "diagnostics": {"test_points": 4, "max_elements": 6}},
+    })
+    frame, paths = _run_point(root, config, "rd", "T1e-07", data)
+    return {"frame": frame, "paths": paths, "data": data}
+
+
+def test_rd_point_writes_a_row(rd_point):
+    from eae.io import open_ensemble
+    from eae.metrics import load_model
+    from eae.rd_data import load_rd_split
+    frame, paths = rd_point["frame"], rd_point["paths"]
+    assert list(frame.columns) == sweep.ROW_COLUMNS
+    row = pd.read_csv(paths["row"]).iloc[0]
+    assert row["experiment"] == "rd" and row["point"] == "T1e-07" and row["kind"] == "constant"
+    assert row["temperature"] == pytest.approx(1e-7) and row["temperature_reached"] == pytest.approx(1e-7)
+    assert (row["latent_dim"], row["n_test"], row["chains"], row["draws"]) == (2, 40, 2, 5)
+    assert math.isnan(row["probe_accuracy"])  # no labels
+    for col in ("test_mse", "train_loss_final", "val_loss_final", "code_scale", "loss_sd",
+                "rhat_loss", "rhat_latent", "ess_bulk_latent", "rhat", "tkin_ratio", "train_s",
+                "ensemble_s"):
+        assert np.isfinite(row[col]), col
+    assert 0 <= row["active_units"] <= 2 and 0 <= row["active_units_all_samples"] <= 2
+    assert 1 <= row["active_units_relative"] <= 2 and 0 <= row["pcs_99"] <= 2
+    # test MSE: x on the test split against the decoder of the ensemble-mean latent_code
+    ens = open_ensemble(paths["ensemble"])
+    decoder = load_model(paths["model"] / "decoder.keras")
+    x = load_rd_split(rd_point["data"], "test")["x"]
+    recon = np.asarray(decoder(ens["latent_code_mean"].values.astype(np.float32)))
+    assert row["test_mse"] == pytest.approx(np.mean((recon.astype(np.float64) - x) ** 2), rel=1e-4)
+    history = pd.read_csv(paths["model"] / "history.csv")
+    assert row["train_loss_final"] == pytest.approx(history["loss_mean"].iloc[-1])
+    conv = pd.read_csv(paths["convergence"]).set_index("variable")
+    assert list(conv.index) == ["loss", "kinetic_temperature", "latent"]
+    assert conv.loc["latent", "analysed"] == 6
+
+
+@pytest.fixture(scope="module")
+def faces_point(tmp_path_factory):
+    """An annealed point of the faces EAE on 30 tiny LFW faces (tests/test_faces.py's TINY)."""
+    from test_faces import TINY
+    from eae.faces import prepare_lfw
+    root = tmp_path_factory.mktemp("sweep_faces")
+    config = validate_config({
+        "faces": {**{k: TINY[k] for k in ("data", "model", "sampler")},
+                  "train": {**TINY["train"], "decoder_updates": 2},
+                  "ensemble": {"chunk_members": 4, "n_test": 6, "batch_size": 4}},
+        "analysis": {"chunk_members": 3},
+        "sweep": {"experiment": "faces", "temperatures": [1e-6, 1e-4],
+                  "ensemble": {"members": 8, "thin": 1},
+                  "diagnostics": {"test_points": 3, "max_elements": 6}},
+    })
+    data = prepare_lfw(config["faces"]["data"], root / "results" / "data" / "faces.zarr")
+    tag = "anneal_1e-04_1e-06_geometric"
+    frame, paths = _run_point(root, config, "faces", tag, data)
+    return {"frame": frame, "paths": paths, "data": data}
+
+
+def test_faces_point_writes_a_row_on_the_faces_scale(faces_point):
+    from eae.faces import FacesRun, faces_metrics
+    frame, paths = faces_point["frame"], faces_point["paths"]
+    assert list(frame.columns) == sweep.ROW_COLUMNS
+    row = pd.read_csv(paths["row"]).iloc[0]
+    assert row["experiment"] == "faces" and row["kind"] == "annealed"
+    assert row["temperature"] == pytest.approx(1e-6) and row["initial_temperature"] == pytest.approx(1e-4)
+    assert row["latent_dim"] == 8 and row["n_test"] == 6 and row["n_members"] == 8
+    assert math.isnan(row["probe_accuracy"])  # no labels
+    for col in ("test_mse", "train_loss_final", "val_loss_final", "temperature_reached",
+                "rhat_latent", "rhat_loss", "loss_sd", "tkin_ratio"):
+        assert np.isfinite(row[col]), col
+    assert 0 <= row["active_units"] <= 8 and 0 <= row["active_units_relative"] <= 8
+    # the test MSE is faces.csv's: decoder of the ensemble-mean code vs the [0, 1] faces
+    report, _, _ = faces_metrics(FacesRun(1e-6, paths["model"], paths["ensemble"]), faces_point["data"])
+    assert row["test_mse"] == pytest.approx(report["test_mse"], rel=1e-5)
+    assert 0 < row["test_mse"] < 1 and set(pd.read_csv(paths["convergence"])["variable"]) == {"loss", "kinetic_temperature", "latent"}
+
+
 # --------------------------------------------------------------------------- workflow
 
 
@@ -364,12 +557,12 @@ def test_adding_a_temperature_plans_only_that_point(repo_root, tmp_path):
     assert len(tags) == 4
     (tmp_path / "results" / "data" / "mnist.zarr").mkdir(parents=True)
     for tag in tags:
-        paths = sweep.point_paths("mnist", tag, tmp_path / "results")
+        paths = wf.sweep_point_paths("mnist", tag, tmp_path / "results")
         for key in ("model", "ensemble"):
             paths[key].mkdir(parents=True)
         for key in ("row", "convergence"):
             paths[key].write_text("x\n")
-    targets = [str(p) for p in sweep.table_paths("mnist").values()]
+    targets = [str(p) for p in wf.sweep_table_paths("mnist").values()]
     for target in targets:
         (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / target).write_text("x\n")
@@ -387,3 +580,20 @@ def test_adding_a_temperature_plans_only_that_point(repo_root, tmp_path):
     assert plan(temperatures=[1e-9, 1e-8, 1e-7, 1e-6]) == {"sweep_point": 1, "sweep_table": 1}
     # the rule's factor: the table only
     assert plan(mse_factor=2.0) == {"sweep_table": 1}
+
+
+def test_an_rd_sweep_plans_rd_points(repo_root, tmp_path):
+    import yaml
+
+    (tmp_path / "config").symlink_to(repo_root / "config")
+    (tmp_path / "rd.yaml").write_text(yaml.safe_dump({"sweep": {
+        "enabled": True, "experiment": "rd", "temperatures": [1e-8, 1e-6],
+        "annealed": [{"from": 1e-6, "to": 1e-8}]}}))
+    targets = [str(p) for p in wf.sweep_table_paths("rd").values()]
+    out = snakemake(repo_root, tmp_path, "rd.yaml", "-n", "--", *targets)
+    jobs = planned_jobs(out)
+    assert jobs.get("sweep_point") == 3 and jobs.get("sweep_table") == 1, out[-3000:]
+    for tag in ("T1e-08", "T1e-06", "anneal_1e-06_1e-08_geometric"):
+        assert f"results/sweep/rd/{tag}/row.csv" in out
+    assert "results/sweep/mnist" not in out
+    assert "results/rd/dataset.zarr" in out  # the rd data chain feeds the points

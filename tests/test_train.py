@@ -11,23 +11,15 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from eae.models import mlp_decoder, mlp_encoder
 from eae.sampler import SimmeringConfig
 from eae.train import EAETrainer, TrainingDiverged, TrainSettings, batch_indices
+from helpers import TINY_DATA, tiny_trainer
 
-DATA = np.random.default_rng(0).uniform(size=(400, 16)).astype("float32")
+DATA = TINY_DATA
 
 
 def make_trainer(updates=4, steps=10, temperature=1e-6, dt=0.2, batch_size=32, **settings):
-    encoder = mlp_encoder(16, (32,), 4, seed=0)
-    decoder = mlp_decoder(4, (32,), 16, seed=1)
-    return EAETrainer(
-        encoder, decoder, [DATA],
-        SimmeringConfig(temperature=temperature, dt=dt, chain_length=5, sy_order=1),
-        TrainSettings(decoder_updates=updates, encoder_steps=steps, batch_size=batch_size,
-                      **settings),
-        val_arrays=[DATA[:50]],
-    )
+    return tiny_trainer(updates, steps, temperature, dt, batch_size, **settings)
 
 
 def weights(trainer):
@@ -174,7 +166,7 @@ def test_divergence_stops_with_a_message_and_keeps_last_good_checkpoint(tmp_path
 def test_hot_rounds_are_logged_with_their_likely_cause(caplog):
     import logging
 
-    from eae.train import EAETrainer, TrainSettings
+    from eae.train import TrainSettings
 
     trainer = EAETrainer.__new__(EAETrainer)
     trainer.settings = TrainSettings(decoder_updates=10)

@@ -61,7 +61,7 @@ def test_every_stage_produces_its_outputs(workflow_run):
     assert diagnostics.loc["loss", "chains"] == 4 and diagnostics.loc["loss", "draws"] == 4
     assert np.isfinite(diagnostics.loc["loss", ["rhat", "ess_bulk", "iat"]].astype(float)).all()
     prov = read_provenance(ens)
-    assert prov["stage"] == "ensemble" and prov["packages"]["tensorflow"]
+    assert prov["stage"] == "images_ensemble" and prov["packages"]["tensorflow"]
     for log in ["validation.log", "mnist/train_eae.log", "mnist/ensemble.log"]:
         assert (results / "logs" / log).stat().st_size > 0, log
 
@@ -81,13 +81,13 @@ def plan_after_config_change(repo_root, workdir, yaml_text):
 def test_config_change_reruns_only_that_stage_and_downstream(repo_root, workflow_run):
     jobs = plan_after_config_change(repo_root, workflow_run,
                                     "mnist:\n  eae:\n    ensemble:\n      members: 20\n")
-    assert jobs.get("ensemble") == 1
-    assert "train_eae" not in jobs and "train_baseline" not in jobs
-    assert "prepare_mnist" not in jobs and "validation" not in jobs
+    assert jobs.get("images_ensemble") == 1
+    assert "images_train_eae" not in jobs and "images_train_baseline" not in jobs
+    assert "images_prepare_mnist" not in jobs and "sampler_check" not in jobs
 
     jobs = plan_after_config_change(repo_root, workflow_run, "mnist:\n  vae:\n    epochs: 3\n")
-    assert jobs.get("train_baseline") == 1
-    assert "train_eae" not in jobs and "ensemble" not in jobs
+    assert jobs.get("images_train_baseline") == 1
+    assert "images_train_eae" not in jobs and "images_ensemble" not in jobs
 
 
 def test_editing_a_module_reruns_the_stages_that_use_it(repo_root, workflow_run):
@@ -102,8 +102,8 @@ def test_editing_a_module_reruns_the_stages_that_use_it(repo_root, workflow_run)
     finally:
         module.write_bytes(original)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert jobs.get("ensemble") == 2  # mnist and frey
-    assert "train_eae" not in jobs and "train_baseline" not in jobs
+    assert jobs.get("images_ensemble") == 2  # mnist and frey
+    assert "images_train_eae" not in jobs and "images_train_baseline" not in jobs
 
 
 def test_report_holds_tables_figures_config_and_provenance(repo_root, workflow_run):
@@ -123,6 +123,6 @@ def test_provenance_command_walks_a_table_back_to_the_data(repo_root, workflow_r
     result = subprocess.run([sys.executable, "-m", "eae.cli", "provenance",
                              "results/tables/table1.csv"], cwd=workflow_run,
                             capture_output=True, text=True, check=True)
-    for stage in ("stage table1", "stage metrics", "stage ensemble", "stage train_eae",
-                  "stage prepare_mnist"):
+    for stage in ("stage images_table1", "stage images_metrics", "stage images_ensemble",
+                  "stage images_train_eae", "stage images_prepare_mnist"):
         assert stage in result.stdout, (stage, result.stdout)

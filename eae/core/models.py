@@ -41,34 +41,29 @@ __all__ = [
     "decoder_logits_model",
     "output_activation_of",
     "layer_seed",
-    "MLP_DEFAULTS",
-    "CONV_DEFAULTS",
+    "KIND_KEYS",
+    "KIND_SECTIONS",
 ]
 
-#: Defaults of an ``{"kind": "mlp", ...}`` architecture block (SPEC §3.2).
-MLP_DEFAULTS: dict[str, Any] = {
-    "kind": "mlp",
-    "encoder_hidden": [512, 256],
-    "latent_dim": 64,
-    "decoder_hidden": [256, 512],
-    "activation": "relu",
-    "output_activation": "sigmoid",
+#: The keys of an architecture block that each kind uses. The schema lists both kinds'
+#: keys in one block (a config may switch kinds) and cannot say which ones a kind
+#: ignores; their defaults live in the schema sections of :data:`KIND_SECTIONS`.
+KIND_KEYS: dict[str, tuple[str, ...]] = {
+    "mlp": ("kind", "encoder_hidden", "latent_dim", "decoder_hidden", "activation",
+            "output_activation"),
+    "conv": ("kind", "filters", "kernel", "latent_dim", "decoder_base_channels",
+             "decoder_filters", "decoder_strides", "decoder_kernel", "activation",
+             "output_activation"),
 }
 
-#: Defaults of a ``{"kind": "conv", ...}`` architecture block (SPEC §3.3).
-CONV_DEFAULTS: dict[str, Any] = {
-    "kind": "conv",
-    "filters": [32, 64, 128, 256],
-    "kernel": 4,
-    "latent_dim": 256,
-    "decoder_base_channels": 64,
-    "decoder_filters": [64, 32],
-    "decoder_strides": [4, 4],
-    "decoder_kernel": 4,
-    "activation": "relu",
-    # SPEC §3.3: every transposed convolution, the last one included, is ReLU.
-    "output_activation": "relu",
-}
+#: Where each kind's defaults live: the image experiments' block (SPEC §3.2:
+#: 784 → 512 → 256 → 64 → 256 → 512 → 784, sigmoid output) for mlp, the faces
+#: experiment's block (SPEC §3.3: latent 256, every transposed convolution ReLU) for conv.
+KIND_SECTIONS = {"mlp": "mnist.vae.model", "conv": "faces.model"}
+
+#: The block that holds the keys of both kinds (types, ranges and unknown keys are
+#: checked against it).
+_BLOCK_SECTION = "mnist.vae.model"
 
 _ACTIVATIONS = {
     "relu",
@@ -322,35 +317,21 @@ def output_activation_of(decoder: keras.Model) -> str:
 def validate_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults into an architecture block and reject unknown keys or bad values.
 
-    Keys that belong to the other kind (e.g. ``filters`` in an ``mlp`` block) are
-    dropped; keys that belong to neither kind are errors.
+    The block is checked against the schema's architecture block (keys of both kinds;
+    a :class:`eae.support.config.ConfigError` names ``model.<key>``); keys that belong
+    to the other kind (e.g. ``filters`` in an ``mlp`` block) are dropped, and the
+    missing keys of the block's kind take that kind's defaults (:data:`KIND_SECTIONS`).
+    The workflow passes complete blocks, so for it only the dropping happens.
     """
+    from eae.support.config import section
+
     cfg = dict(cfg or {})
+    section(_BLOCK_SECTION, cfg, where="model")  # types, ranges, unknown keys, kind
     kind = cfg.get("kind", "mlp")
-    if kind not in ("mlp", "conv"):
-        raise ValueError(f"model.kind must be 'mlp' or 'conv', got {kind!r}")
-    defaults = MLP_DEFAULTS if kind == "mlp" else CONV_DEFAULTS
-    unknown = sorted(set(cfg) - set(MLP_DEFAULTS) - set(CONV_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown model config key(s): {unknown}; allowed for kind {kind!r}: {sorted(defaults)}"
-        )
-    # A config block may carry the keys of both kinds (the schema fills defaults for
-    # all of them); only the selected kind's keys are used and recorded.
-    out = {**defaults, **{k: v for k, v in cfg.items() if k in defaults}}
-    for key, value in out.items():
-        if key in ("activation", "output_activation"):
-            _check_activation(key, value)
-        elif key != "kind":
-            values = value if isinstance(value, (list, tuple)) else [value]
-            if not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-                for v in values
-            ):
-                raise ValueError(
-                    f"model.{key} must be positive integer(s), got {value!r}"
-                )
-    return out
+    keys = KIND_KEYS[kind]
+    filled = section(KIND_SECTIONS[kind], {k: v for k, v in cfg.items() if k in keys},
+                     where="model")
+    return {k: filled[k] for k in keys}
 
 
 def model_input_shape(

@@ -55,311 +55,36 @@ step, and keeps the state a plain tensor tuple that compiled loops can carry. Th
 ``value_and_grad()`` callable returning ``(loss, grads, aux)``, so a training loop can
 take other gradients (the EAE decoder's) from the same forward/backward pass; ``aux``
 is handed back untouched. Positions are the caller's variables, updated in place.
+
+This module holds the stateful part, :class:`Simmering` and the loops around it. The
+settings are in :mod:`eae.core.sampler_settings`; the state tuples and the pure
+thermostat math (chain half steps, Suzuki–Yoshida splitting, H') in
+:mod:`eae.core.thermostat`. Every name of both is importable from here as before.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+# The settings, the state tuples and the thermostats' tensor math live in their own
+# modules; every name stays importable from here (``eae.core.sampler.SimmeringConfig``).
+from eae.core.sampler_settings import (  # noqa: F401
+    _W3, _W5, FRICTIONS, INITIAL_VELOCITIES, SCHEDULES, SUZUKI_YOSHIDA, THERMOSTATS,
+    SimmeringConfig, temperature_at)
+from eae.core.thermostat import (  # noqa: F401
+    SimmeringInfo, SimmeringState, _draw_momenta, _friction_mass, _groups_sum_squares,
+    _kinetic2, _nhc_half_step, _per_chain, _sum_squares, _thermostat, _thermostat_masses,
+    conserved_energy, num_degrees_of_freedom)
 from eae.support.runtime import tf
-from eae.support.settings import settings_from
 
-SCHEDULES = ("constant", "linear", "geometric")
-INITIAL_VELOCITIES = ("gaussian", "zero")
-THERMOSTATS = ("nhc", "adaptive")
-FRICTIONS = ("global", "tensor")
 #: one e^{±40} factor already empties or refills the kinetic energy within one step;
 #: clipping there keeps every quantity finite after a burst of heat
 _EXP_CLIP = 40.0
 
-#: Suzuki–Yoshida weights by order (they sum to one).
-_W3 = 1.0 / (2.0 - 2.0 ** (1.0 / 3.0))
-_W5 = 1.0 / (4.0 - 4.0 ** (1.0 / 3.0))
-SUZUKI_YOSHIDA = {
-    1: (1.0,),
-    3: (_W3, 1.0 - 2.0 * _W3, _W3),
-    5: (_W5, _W5, 1.0 - 4.0 * _W5, _W5, _W5),
-}
-
 ValueAndGrad = Callable[[], tuple[tf.Tensor, Sequence[tf.Tensor], Any]]
-
-
-@dataclasses.dataclass(frozen=True)
-class SimmeringConfig:
-    """Settings of the sampler (the paper's names in brackets).
-
-    temperature: target T (initial T when annealing) [thermostat temperature].
-    final_temperature: T reached after ``anneal_steps`` steps (None: constant T).
-    schedule: "constant", "linear" or "geometric" interpolation to the final T.
-    dt: time step [learning rate]. mass: particle mass m [real particle mass].
-    chain_length: Nosé–Hoover chain length M; 0 switches the thermostat off (NVE).
-    tau: thermostat time scale in units of dt; Q_1 = N_f T τ², Q_j = T τ².
-    sy_order: Suzuki–Yoshida order (1, 3 or 5) of the thermostat half steps.
-    n_respa: multiple-time-step count n_c of each thermostat half step.
-    initial_velocities: "gaussian" (N(0, T/m)) or "zero".
-    resample_every: redraw all velocities from N(0, T/m) every n steps (0: never).
-    thermostat: "nhc" (the paper's Nosé–Hoover chain) or "adaptive" (adaptive
-      Langevin, robust to gradient noise; ``chain_length``, ``sy_order`` and
-      ``n_respa`` do not apply; ``tau`` sets the friction's time scale).
-    langevin_friction: γ of the adaptive thermostat, per unit time (0: pure
-      stochastic-gradient Nosé–Hoover, not ergodic on harmonic problems).
-    langevin_every: apply the Langevin noise every k steps (over k·dt), since drawing
-      N_f normals costs about one forward/backward pass of a small model.
-    friction: "global" (one ξ) or "tensor" (one ξ per parameter tensor).
-    """
-
-    temperature: float = 1e-3
-    final_temperature: float | None = None
-    schedule: str = "constant"
-    anneal_steps: int = 0
-    dt: float = 1e-3
-    mass: float = 1.0
-    chain_length: int = 10
-    tau: float = 20.0
-    sy_order: int = 3
-    n_respa: int = 1
-    initial_velocities: str = "gaussian"
-    resample_every: int = 0
-    thermostat: str = "nhc"
-    langevin_friction: float = 1.0
-    langevin_every: int = 20
-    friction: str = "global"
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.temperature > 0, "temperature must be > 0"),
-            (self.final_temperature is None or self.final_temperature > 0,
-             "final_temperature must be > 0"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (self.anneal_steps >= 0, "anneal_steps must be >= 0"),
-            (self.dt > 0, "dt must be > 0"),
-            (self.mass > 0, "mass must be > 0"),
-            (self.chain_length >= 0, "chain_length must be >= 0"),
-            (self.tau > 0, "tau must be > 0"),
-            (self.sy_order in SUZUKI_YOSHIDA, "sy_order must be 1, 3 or 5"),
-            (self.n_respa >= 1, "n_respa must be >= 1"),
-            (self.initial_velocities in INITIAL_VELOCITIES,
-             f"initial_velocities must be one of {INITIAL_VELOCITIES}"),
-            (self.resample_every >= 0, "resample_every must be >= 0"),
-            (self.thermostat in THERMOSTATS, f"thermostat must be one of {THERMOSTATS}"),
-            (self.langevin_friction >= 0, "langevin_friction must be >= 0"),
-            (self.langevin_every >= 1, "langevin_every must be >= 1"),
-            (self.friction in FRICTIONS, f"friction must be one of {FRICTIONS}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"SimmeringConfig: {message}")
-
-    @property
-    def adaptive(self) -> bool:
-        return self.thermostat == "adaptive"
-
-    @classmethod
-    def from_dict(cls, cfg: dict, section: str = "sampler") -> "SimmeringConfig":
-        """From a ``sampler`` config block; unknown keys raise
-        :class:`eae.support.settings.UnknownSettingError` (:func:`eae.support.settings.settings_from`)."""
-        return settings_from(cls, cfg, section)
-
-
-class SimmeringState(NamedTuple):
-    """What the integrator carries between steps besides positions and momenta.
-
-    pending_scale: the factor between the stored displacements and p·dt/m, folded
-    into the next step's fused kick (float64; per friction group [K] for the adaptive
-    thermostat). grad: ∇L at the current position (reused by the next step's first
-    kick). loss: L at the current position (float64). ke2: Σ p²/m (float64; per
-    friction group [K] for the adaptive thermostat). xi, v_xi: chain positions and
-    velocities p_ξ/Q ([M], float64). step: steps taken (int64). seed: base of the
-    stateless RNG ([2] int64). friction: the adaptive thermostat's ξ per group [K];
-    eta: its time integral ∫ξ dt [K]; heat: energy the Langevin noise and friction γ
-    have put in so far (these three are zeros [1] for the chain). With ``chains``
-    every field but step and seed gets a trailing chain axis.
-    """
-
-    pending_scale: tf.Tensor
-    grad: tuple
-    loss: tf.Tensor
-    ke2: tf.Tensor
-    xi: tf.Tensor
-    v_xi: tf.Tensor
-    step: tf.Tensor
-    seed: tf.Tensor
-    friction: tf.Tensor
-    eta: tf.Tensor
-    heat: tf.Tensor
-
-
-class SimmeringInfo(NamedTuple):
-    """Per-step diagnostics: loss at the new position, target T, kinetic temperature
-    T_kin = Σ p²/m / N_f, the extended energy H' (conserved only with exact gradients)
-    and ξ_1 (the chain's first position; for the adaptive thermostat the mean friction ξ)."""
-
-    loss: tf.Tensor
-    temperature: tf.Tensor
-    kinetic_temperature: tf.Tensor
-    conserved_energy: tf.Tensor
-    xi1: tf.Tensor
-
-
-def num_degrees_of_freedom(variables: Sequence[tf.Variable]) -> int:
-    """N_f: the number of sampled scalar parameters."""
-    return int(sum(v.shape.num_elements() for v in variables))
-
-
-def temperature_at(config: SimmeringConfig, step: tf.Tensor) -> tf.Tensor:
-    """Target temperature (float64) after ``step`` steps under the configured schedule."""
-    t0 = tf.constant(config.temperature, tf.float64)
-    if config.schedule == "constant" or config.final_temperature is None:
-        return t0
-    t1 = tf.constant(config.final_temperature, tf.float64)
-    if config.anneal_steps == 0:
-        return t1
-    frac = tf.minimum(tf.cast(step, tf.float64) / config.anneal_steps, 1.0)
-    if config.schedule == "linear":
-        return t0 + (t1 - t0) * frac
-    return t0 * tf.pow(t1 / t0, frac)
-
-
-def _sum_squares(tensors: Sequence[tf.Tensor], chains: int | None = None) -> tf.Tensor:
-    """Σ x² over all tensors: float32 partial sums along the last axis (at most a few
-    thousand terms each), accumulated in float64 (millions of terms in all). With
-    ``chains``, every tensor has a leading chain axis and the result is per chain [C]."""
-    parts = []
-    for t in tensors:
-        keep = 1 if chains else 0
-        rows = tf.reduce_sum(tf.square(t), axis=-1) if t.shape.rank > keep else tf.square(t)
-        rows = tf.cast(rows, tf.float64)
-        parts.append(tf.reduce_sum(rows, axis=list(range(1, rows.shape.rank))) if chains
-                     else tf.reduce_sum(rows))
-    return tf.add_n(parts)
-
-
-def _kinetic2(momentum: Sequence[tf.Tensor], mass: float, chains: int | None = None) -> tf.Tensor:
-    """Σ p²/m (float64; per chain [C] with ``chains``)."""
-    return _sum_squares(momentum, chains) / mass
-
-
-def _per_chain(factor: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
-    """A per-chain factor [C] shaped to broadcast against a tensor [C, …]."""
-    return tf.reshape(tf.cast(factor, like.dtype), [-1] + [1] * (like.shape.rank - 1))
-
-
-
-def _thermostat_masses(config: SimmeringConfig, temperature, n_dof) -> tf.Tensor:
-    tau = config.tau * config.dt
-    q = tf.fill([config.chain_length], temperature * tau * tau)
-    return tf.tensor_scatter_nd_update(q, [[0]], [n_dof * temperature * tau * tau])
-
-
-def _draw_momenta(shapes, dtypes, config, temperature, seed, counter):
-    """Momenta p ~ N(0, m T), i.e. velocities ~ N(0, T/m); stateless so resumable."""
-    std = tf.sqrt(temperature * config.mass)
-    out = []
-    # fold_in derives independent streams per (tensor, draw); adding i to the seed
-    # would let runs whose seeds differ by one share their velocity draws
-    base = tf.random.experimental.stateless_fold_in(seed, tf.cast(counter, tf.int64))
-    for i, (shape, dtype) in enumerate(zip(shapes, dtypes)):
-        s = tf.random.experimental.stateless_fold_in(base, i)
-        out.append(tf.cast(std, dtype) * tf.random.stateless_normal(shape, s, dtype=dtype))
-    return tuple(out)
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, half_dt, weights, n_respa):
-    """Propagate the chain by dt/2 (MTTK Trotter splitting with Suzuki–Yoshida weights).
-
-    Returns the factor by which all particle momenta must be scaled plus the new chain
-    positions and velocities. The chain sweeps are unrolled scalar algebra: XLA fuses
-    them into one kernel, so a 30-link chain costs about one launch per half step.
-    """
-    m = xi.shape[0]
-    v = tf.unstack(v_xi)
-    x = tf.unstack(xi)
-    qs = tf.unstack(q)
-    scale = tf.constant(1.0, tf.float64)
-
-    def force(j, ke2_now):
-        if j == 0:
-            return (ke2_now - n_dof * temperature) / qs[0]
-        return (qs[j - 1] * v[j - 1] * v[j - 1] - temperature) / qs[j]
-
-    def damp(x):
-        # Far from equilibrium (a burst of heat, e.g. right after initialisation or a
-        # decoder update) the chain can ask for factors beyond float64's range; the
-        # clip bounds one factor at e^±40, which still empties or refills the kinetic
-        # energy within one step, and keeps every quantity finite.
-        return tf.exp(tf.clip_by_value(x, -40.0, 40.0))
-
-    def update(j, d, ke2_now):
-        if j == m - 1:
-            v[j] = v[j] + 0.5 * d * force(j, ke2_now)
-        else:
-            e = damp(-0.25 * d * v[j + 1])
-            v[j] = (v[j] * e + 0.5 * d * force(j, ke2_now)) * e
-
-    for _ in range(n_respa):
-        for w in weights:
-            d = w * half_dt / n_respa
-            ke2_now = ke2 * scale * scale
-            for j in reversed(range(m)):
-                update(j, d, ke2_now)
-            scale = scale * damp(-d * v[0])
-            ke2_now = ke2 * scale * scale
-            x = [xj + d * vj for xj, vj in zip(x, v)]
-            for j in range(m):
-                update(j, d, ke2_now)
-    return scale, tf.stack(x), tf.stack(v)
-
-
-def _thermostat(config, ke2, xi, v_xi, temperature, n_dof):
-    if config.chain_length == 0:
-        return tf.ones_like(ke2), xi, v_xi
-    q = _thermostat_masses(config, temperature, n_dof)
-    return _nhc_half_step(ke2, xi, v_xi, q, temperature, n_dof, 0.5 * config.dt,
-                          SUZUKI_YOSHIDA[config.sy_order], config.n_respa)
-
-
-def conserved_energy(config: SimmeringConfig, state: SimmeringState, n_dof) -> tf.Tensor:
-    """H' (float64), conserved up to the integrator's error when gradients are exact.
-
-    Chain: L + Σp²/2m + Σ Q_j v_ξj²/2 + N_f T ξ_1 + T Σ_{j≥2} ξ_j.
-    Adaptive: L + Σp²/2m + Σ_k μ_k ξ_k²/2 + Σ_k N_f,k T η_k − heat, μ_k = N_f,k T (τ dt)²
-    (``n_dof`` is then the per-group N_f,k [K]); the continuous dynamics conserve it, the
-    discrete scheme does not (see the module docstring).
-    """
-    temperature = temperature_at(config, state.step)
-    if config.adaptive:
-        mu = _friction_mass(config, temperature, n_dof)
-        energy = state.loss + 0.5 * tf.reduce_sum(state.ke2, axis=0)
-        energy += tf.reduce_sum(0.5 * mu * tf.square(state.friction)
-                                + n_dof * temperature * state.eta, axis=0)
-        return energy - state.heat[0]
-    energy = state.loss + 0.5 * state.ke2
-    if config.chain_length > 0:
-        q = _thermostat_masses(config, temperature, n_dof)
-        q = tf.reshape(q, [-1] + [1] * (state.v_xi.shape.rank - 1))  # [M] or [M, 1] (chains)
-        energy += 0.5 * tf.reduce_sum(q * tf.square(state.v_xi), axis=0)
-        energy += n_dof * temperature * state.xi[0] + temperature * tf.reduce_sum(state.xi[1:], axis=0)
-    return energy
-
-
-def _friction_mass(config: SimmeringConfig, temperature, n_dof) -> tf.Tensor:
-    """μ_k = N_f,k T (τ dt)² per friction group (``n_dof``: [K], or [K, 1] with chains)."""
-    tau = config.tau * config.dt
-    return n_dof * temperature * tau * tau
-
-
-def _groups_sum_squares(tensors: Sequence[tf.Tensor], groups: Sequence[int], n_groups: int,
-                        chains: int | None) -> tf.Tensor:
-    """Σ x² per friction group: [K] (or [K, C] with chains), float64."""
-    parts = [[] for _ in range(n_groups)]
-    for t, g in zip(tensors, groups):
-        parts[g].append(_sum_squares([t], chains))
-    return tf.stack([tf.add_n(p) for p in parts])
 
 
 class Simmering:

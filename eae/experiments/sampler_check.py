@@ -322,7 +322,7 @@ def validation_stage(cfg: dict, csv_path: str, figure_path: str) -> pd.DataFrame
     table, samples = run_validation(settings)
     write_csv_atomic(table, csv_path)
     plot_double_well(samples, settings.temperature, figure_path)
-    record = make_record("validation", config=cfg, seeds={"seed": settings.seed}, started=started)
+    record = make_record("sampler_check", config=cfg, seeds={"seed": settings.seed}, started=started)
     record_outputs(record, [csv_path, figure_path])
     logger.info("validation results:\n%s", table.to_string(index=False))
     failed = table[~table["passed"] & table["enforced"]]

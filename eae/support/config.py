@@ -350,6 +350,83 @@ def validate_config(config: dict, schema: dict | str | Path = DEFAULT_SCHEMA) ->
     return filled
 
 
+# --------------------------------------------------------------------------- sections
+
+
+def _schema_files_state() -> tuple:
+    """(name, mtime) of every file of the package schema: the key of its cache."""
+    return tuple((f.name, f.stat().st_mtime_ns) for f in sorted(SCHEMA_DIR.glob("*.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _package_schema(state: tuple) -> dict:
+    """:func:`load_schema` of the package schema, once per ``state`` of its files
+    (stages resolve their sections often; callers must not modify the result)."""
+    return load_schema(DEFAULT_SCHEMA)
+
+
+def _section_schema(path: str, schema: dict | None) -> dict:
+    node = schema if schema is not None else _package_schema(_schema_files_state())
+    for key in path.split("."):
+        props = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(props, dict) or key not in props:
+            known = ", ".join(sorted(props)) if isinstance(props, dict) else "none"
+            raise ConfigError(f"{path}: no such config section ({key!r} unknown; known: {known})")
+        node = props[key]
+    return node
+
+
+def _plain(value: Any) -> Any:
+    """A copy with tuples as lists and NumPy scalars as Python ones (what YAML gives),
+    so that a direct library call is checked like the same values read from a file."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
+def section(path: str, value: Mapping | None = None, schema: dict | None = None, *,
+            where: str | None = None) -> dict:
+    """``value`` (a mapping, or None for an empty one) as the config section at the
+    dotted ``path`` (``"analysis"``, ``"mnist.vae"``, ``"faces.data"``): a copy filled
+    with the schema's defaults and checked against that section's schema (unknown keys,
+    types, ranges, non-finite numbers) -- what a stage receives from the workflow, whose
+    config :func:`check_config` has filled and checked already, so there this is a
+    no-op. The schemas are the only home of the defaults; library functions called
+    directly take theirs from here.
+
+    ``schema``: the full config schema (default: the package's, loaded once per change
+    of its files). ``where``: the key path the messages name (default ``path``), for a
+    block several sections share (a model block: ``"model"``). Tuples and NumPy scalars
+    count as lists and Python numbers. Raises :class:`ConfigError` with one line per
+    problem naming the full key, e.g. ``analysis.probe.kk: unknown key (did you mean
+    'k'?); allowed keys of analysis.probe: ...``.
+    """
+    sub = _section_schema(path, schema)
+    parts = (where or path).split(".")
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        _raise_if([f"{key_path(parts)}: must be a mapping, got {_kind(value)}"])
+    wrapped, wrapped_schema = _plain(value), sub
+    for part in reversed(parts):
+        wrapped = {part: wrapped}
+        wrapped_schema = {"type": "object", "properties": {part: wrapped_schema}}
+    filled, problems = _value_problems(wrapped, wrapped_schema)
+    _raise_if([f"{key_path(p)}: {m}" for p, m in problems])
+    for part in parts:
+        filled = filled[part]
+    return filled
+
+
+def section_defaults(path: str, schema: dict | None = None) -> dict:
+    """The defaults of the config section at dotted ``path`` (a new dict each call)."""
+    return section(path, None, schema)
+
+
 def config_problems(config: Any, schema: dict | str | Path = DEFAULT_SCHEMA,
                     check_files: bool = True) -> tuple[dict | None, list[str]]:
     """(config with defaults, one line per problem) of everything :func:`check_config`

@@ -188,7 +188,7 @@ def rd_snapshots(simulation: Mapping[str, Any]) -> int | None:
       keys="`rd.simulation.t_end`, `save_start`, `save_interval`",
       description="t_end > save_start; save_start and t_end − save_start are whole multiples of "
                   "save_interval (every saved time is save_start + k·save_interval).",
-      enforced_by="`eae.simulate.params_from_config` (rule `simulate_rd`)")
+      enforced_by="`eae.simulate.params_from_config` (rule `rd_simulate`)")
 def _rd_save_grid(config):
     sim = config["rd"]["simulation"]
     start, end, step = sim["save_start"], sim["t_end"], sim["save_interval"]
@@ -211,7 +211,7 @@ def _rd_save_grid(config):
       description="With N = (t_end − save_start)/save_interval + 1 snapshots and the pool = the "
                   "first floor(pool_fraction·N): n_train + n_val ≤ pool and n_test ≤ N − pool "
                   "(the test set, the last n_test snapshots, must not overlap the pool).",
-      enforced_by="`eae.rd_data.split_indices` (rule `prepare_rd`)")
+      enforced_by="`eae.rd_data.split_indices` (rule `rd_prepare`)")
 def _rd_split_fits(config):
     n = rd_snapshots(config["rd"]["simulation"])
     if n is None:
@@ -236,8 +236,8 @@ def _rd_split_fits(config):
       reads=("mnist.data.fractions", "frey.data.fractions", "faces.data.fractions"),
       keys="`mnist.data.fractions`, `frey.data.fractions`, `faces.data.fractions`",
       description="train + val + test = 1 (within 1e-6); keys left out take their defaults.",
-      enforced_by="`eae.data.resolve_config` (rules `prepare_mnist`, `prepare_frey`), "
-                  "`eae.faces.resolve_data_config` (rule `prepare_faces`)")
+      enforced_by="`eae.data.resolve_config` (rules `images_prepare_mnist`, `images_prepare_frey`), "
+                  "`eae.faces.resolve_data_config` (rule `faces_prepare`)")
 def _fractions_sum_to_one(config):
     for section in ("mnist", "frey", "faces"):
         fr = config[section]["data"]["fractions"]
@@ -251,7 +251,7 @@ def _fractions_sum_to_one(config):
       reads=("faces.data.source", "faces.data.n_images"),
       keys="`faces.data.n_images`, `faces.data.source`",
       description=f"With source lfw, n_images ≤ {LFW_N_FACES} (lfw_subset() holds {LFW_N_FACES} faces).",
-      enforced_by="`eae.faces.prepare_lfw` (rule `prepare_faces`)")
+      enforced_by="`eae.faces.prepare_lfw` (rule `faces_prepare`)")
 def _faces_lfw_images(config):
     data = config["faces"]["data"]
     if data["source"] == "lfw" and data["n_images"] is not None and data["n_images"] > LFW_N_FACES:
@@ -315,8 +315,8 @@ def _eae_blocks(config, rd: bool = True) -> Iterator[tuple[str, Mapping[str, Any
       keys="`<experiment>.eae.train.encoder_steps`, `encoder_epochs`; `faces.train.…`",
       description="At least one is set (not null): Simmering steps per decoder update, or passes "
                   "over the training set per decoder update.",
-      enforced_by="`eae.train.TrainSettings.steps_per_update` (rules `train_eae`, "
-                  "`train_faces_eae`, `sweep_point`)")
+      enforced_by="`eae.train.TrainSettings.steps_per_update` (rules `images_train_eae`, "
+                  "`faces_train_eae`, `sweep_point`)")
 def _encoder_steps_or_epochs(config):
     # rd.eae.train has encoder_steps only (an integer the schema requires).
     for prefix, block in _eae_blocks(config, rd=False):
@@ -350,7 +350,7 @@ def _ensemble_draws_per_chain(config):
       reads=("mnist.vae.model", "frey.vae.model"),
       keys="`mnist.vae.model.output_activation`, `frey.vae.model.output_activation`",
       description="sigmoid: the VAE's binary cross-entropy needs outputs in (0, 1).",
-      enforced_by="`eae.baselines` trainer (rule `train_baseline`)")
+      enforced_by="`eae.baselines` trainer (rule `images_train_baseline`)")
 def _vae_sigmoid_output(config):
     for name, section in _image_sections(config):
         act = section["vae"]["model"]["output_activation"]
@@ -371,7 +371,7 @@ def _model_blocks(config) -> Iterator[tuple[str, Mapping[str, Any]]]:
              "faces.model"),
       keys="`<model>.decoder_filters`, `<model>.decoder_strides` (kind conv)",
       description="The same length: one stride per transposed-convolution layer.",
-      enforced_by="`eae.models.conv_decoder` (rules `train_eae`, `train_baseline`, `train_faces_eae`)")
+      enforced_by="`eae.models.conv_decoder` (rules `images_train_eae`, `images_train_baseline`, `faces_train_eae`)")
 def _conv_decoder_layers(config):
     for prefix, model in _model_blocks(config):
         filters, strides = model["decoder_filters"], model["decoder_strides"]
@@ -430,7 +430,7 @@ def _sweep_points_distinct(config):
       reads=("analysis.interpolate",),
       keys="`analysis.interpolate.classes`",
       description="Two different MNIST digits (0–9).",
-      enforced_by="`eae.metrics.resolve_config`, `eae.figures` (rule `figure_interpolation`)")
+      enforced_by="`eae.metrics.resolve_config`, `eae.figures` (rule `images_interpolation`)")
 def _interpolation_classes(config):
     classes = config["analysis"]["interpolate"]["classes"]
     if classes[0] == classes[1]:
@@ -446,7 +446,7 @@ def _interpolation_classes(config):
       keys="`analysis.models`, `analysis.ae_samples`",
       description="The samples figure draws from eae or vae, or from ae with ae_samples true: "
                   "models names at least one of them.",
-      enforced_by="`eae.figures` samples figure (rule `figures_images`)")
+      enforced_by="`eae.figures` samples figure (rule `images_figures`)")
 def _samples_need_a_model(config):
     analysis = config["analysis"]
     models = set(analysis["models"])

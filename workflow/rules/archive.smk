@@ -1,14 +1,10 @@
-# The results as one RO-Crate (eae.archive; Workflow Run Crate / Provenance Run Crate
+# The results as one RO-Crate (eae.support.archive; Workflow Run Crate / Provenance Run Crate
 # profiles): every file below results/ (checkpoints and results/archive/ excluded) with
 # its sha256 in ro-crate-metadata.json, the workflow, the resolved config, a pip freeze
 # of the environment and one CreateAction per job, made from the provenance records
 # (sidecars in results/provenance/, Zarr attrs). Check it with
 # `eae archive verify results/archive/eae-results.tar.gz`.
 # Not part of the default target: run `snakemake archive`.
-from pathlib import Path
-
-from eae.support.archive import workflow_files
-
 # the folder of the Snakefile (this file is workflow/rules/archive.smk)
 WORKFLOW_DIR = Path(workflow.current_basedir).parents[1]
 
@@ -17,7 +13,7 @@ rule archive:
     input:
         targets=all_targets(),
         code=eae_sources("eae.support.archive"),
-        workflow=[str(WORKFLOW_DIR / path) for path in workflow_files(WORKFLOW_DIR)],
+        workflow=[str(WORKFLOW_DIR / path) for path in wf.workflow_files(WORKFLOW_DIR)],
     output:
         "results/archive/eae-results.tar.gz",
     log:

@@ -1,12 +1,12 @@
 # Convergence diagnostics (ArviZ) of each experiment's ensemble store: split-R̂, bulk/tail
 # ESS, autocorrelation time -> results/<run>/diagnostics.{csv,png}. A run is an image
 # dataset (mnist, frey), rd, or one faces temperature (faces/eae_T<T>).
-# Needs ensemble_store() from common.smk.
+# Stores: eae.workflow.ensemble_store.
 
 
 rule diagnostics:
     input:
-        store=lambda wildcards: ensemble_store(wildcards.run),
+        store=lambda wildcards: wf.ensemble_store(wildcards.run),
         code=eae_sources("eae.core.diagnostics"),
     output:
         csv=report(

@@ -3,23 +3,23 @@
 # config["faces"]["temperatures"] under results/faces/eae_T{temperature}/ (the
 # temperature as eae.faces.temperature_tag writes it, e.g. eae_T1e-05), their test-face
 # ensembles, then results/figures/faces_fig3.png and results/tables/faces.csv.
-# Settings: config["faces"] (schemas/faces.schema.yaml). eae.faces.faces_targets(
-# config["faces"]) lists what the config asks for (nothing when faces.enabled is false).
+# Settings: config["faces"] (schemas/faces.schema.yaml). eae.workflow.faces_targets(
+# config) lists what the config asks for (nothing when faces.enabled is false).
 #
 # Training checkpoints live OUTSIDE the directory() outputs, in results/checkpoints/faces/:
 # Snakemake deletes the outputs of an incomplete job before rerunning it, and the
 # checkpoint must survive that so a killed job resumes. A checkpoint made with other
 # settings or data is ignored automatically. Each model's params hold only its own
-# settings (eae.faces.train_config), so adding a temperature retrains nothing else.
+# settings (eae.workflow.faces_train_cfg), so adding a temperature retrains nothing else.
 
 
 wildcard_constraints:
     temperature="[0-9.eE+-]+",
 
 
-rule prepare_faces:
+rule faces_prepare:
     input:
-        unpack(lambda wildcards: raw_inputs(config["faces"])),
+        unpack(lambda wildcards: wf.faces_raw_inputs(config)),
         code=eae_sources("eae.experiments.faces.data"),
     output:
         directory("results/data/faces.zarr"),
@@ -35,10 +35,10 @@ rule prepare_faces:
     params:
         cfg=config["faces"]["data"],
     script:
-        "../scripts/prepare_faces.py"
+        "../scripts/faces_prepare.py"
 
 
-rule train_faces_eae:
+rule faces_train_eae:
     input:
         data="results/data/faces.zarr",
         code=eae_sources("eae.experiments.faces.eae"),
@@ -55,15 +55,10 @@ rule train_faces_eae:
         mem_mb=8000,
         gpu=1,
     params:
-        cfg=lambda wildcards: train_config(
-            config["faces"],
-            temperature_from_tag(
-                wildcards.temperature, config["faces"]["temperatures"]
-            ),
-        ),
+        cfg=lambda wildcards: wf.faces_train_cfg(config, wildcards.temperature),
         checkpoint_dir="results/checkpoints/faces/eae_T{temperature}",
     script:
-        "../scripts/train_faces.py"
+        "../scripts/faces_train_eae.py"
 
 
 rule faces_ensemble:
@@ -84,12 +79,7 @@ rule faces_ensemble:
         mem_mb=8000,
         gpu=1,
     params:
-        cfg=lambda wildcards: ensemble_config(
-            config["faces"],
-            temperature_from_tag(
-                wildcards.temperature, config["faces"]["temperatures"]
-            ),
-        ),
+        cfg=lambda wildcards: wf.faces_ensemble_cfg(config, wildcards.temperature),
     script:
         "../scripts/faces_ensemble.py"
 
@@ -99,11 +89,11 @@ rule faces_report:
         data="results/data/faces.zarr",
         models=lambda wildcards: expand(
             "results/faces/eae_T{temperature}/model",
-            temperature=temperature_tags(config["faces"]),
+            temperature=wf.faces_tags(config),
         ),
         ensembles=lambda wildcards: expand(
             "results/faces/eae_T{temperature}/ensemble.zarr",
-            temperature=temperature_tags(config["faces"]),
+            temperature=wf.faces_tags(config),
         ),
         code=eae_sources("eae.experiments.faces.report"),
     output:

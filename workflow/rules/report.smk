@@ -2,7 +2,7 @@
 # resolved configuration and every provenance record (the report renders neither itself).
 
 
-rule resolved_config:
+rule report_config:
     input:
         code=eae_sources("eae.support.config"),
     output:
@@ -21,10 +21,10 @@ rule resolved_config:
     params:
         cfg=config,
     script:
-        "../scripts/resolved_config.py"
+        "../scripts/report_config.py"
 
 
-rule provenance_records:
+rule report_provenance:
     input:
         code=eae_sources("eae.support.provenance"),
         results=result_targets,
@@ -42,4 +42,4 @@ rule provenance_records:
     resources:
         mem_mb=1000,
     script:
-        "../scripts/provenance_records.py"
+        "../scripts/report_provenance.py"

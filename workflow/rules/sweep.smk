@@ -1,4 +1,4 @@
-# Temperature sweep (issue 7 §3, §4; eae/sweep.py): for config["sweep"]["experiment"],
+# Temperature sweep (issue 7 §3, §4; eae.experiments.sweep): for config["sweep"]["experiment"],
 # one job per point — each constant temperature (tag T1e-08) and each annealed run
 # (tag anneal_1e-05_1e-09_geometric) — under results/sweep/{experiment}/{point}/:
 # model/, ensemble.zarr, row.csv, convergence.csv. Then one table job:
@@ -6,22 +6,15 @@
 # results/tables/sweep_{experiment}.md, results/figures/sweep_{experiment}.png.
 # Settings: config["sweep"] (schemas/sweep.schema.yaml).
 #
-# A point's params hold only what it depends on (eae.sweep.point_params: its own eae
+# A point's params hold only what it depends on (eae.workflow.sweep_point_cfg: its own eae
 # config, the analysis keys its metrics use, the diagnostics settings), so adding a
 # temperature runs only the new point and the table. Checkpoints live outside the
 # directory() outputs, in results/checkpoints/sweep/, so a killed job resumes.
-from eae.experiments.sweep import (
-    EXPERIMENTS,
-    experiment_inputs,
-    point_params,
-    point_paths,
-    point_tags,
-)
 
 
 rule sweep_point:
     input:
-        unpack(lambda wildcards: experiment_inputs(wildcards.experiment)),
+        unpack(lambda wildcards: wf.sweep_inputs(wildcards.experiment)),
         code=eae_sources("eae.experiments.sweep.points"),
     output:
         model=directory("results/sweep/{experiment}/{point}/model"),
@@ -33,7 +26,7 @@ rule sweep_point:
     benchmark:
         "results/benchmarks/sweep/{experiment}/{point}.tsv"
     wildcard_constraints:
-        experiment="|".join(EXPERIMENTS),
+        experiment="|".join(wf.sweep_experiments()),
         point="T[^/]+|anneal_[^/]+",
     conda:
         "../../environment.yml"
@@ -42,7 +35,7 @@ rule sweep_point:
         mem_mb=8000,
         gpu=1,
     params:
-        cfg=lambda wildcards: point_params(
+        cfg=lambda wildcards: wf.sweep_point_cfg(
             config, wildcards.experiment, wildcards.point
         ),
         checkpoint_dir="results/checkpoints/sweep/{experiment}/{point}",
@@ -52,10 +45,7 @@ rule sweep_point:
 
 rule sweep_table:
     input:
-        rows=lambda wildcards: [
-            str(point_paths(wildcards.experiment, tag)["row"])
-            for tag in point_tags(config["sweep"])
-        ],
+        rows=lambda wildcards: wf.sweep_rows(config, wildcards.experiment),
         code=eae_sources("eae.experiments.sweep.table"),
     output:
         csv=report(
@@ -75,18 +65,13 @@ rule sweep_table:
     benchmark:
         "results/benchmarks/sweep/{experiment}/table.tsv"
     wildcard_constraints:
-        experiment="|".join(EXPERIMENTS),
+        experiment="|".join(wf.sweep_experiments()),
     conda:
         "../../environment.yml"
     threads: 1
     resources:
         mem_mb=2000,
     params:
-        cfg={
-            "mse_factor": config["sweep"]["mse_factor"],
-            "rhat_max": config["sweep"]["rhat_max"],
-            "ess_min": config["sweep"]["ess_min"],
-            "dpi": config["analysis"]["dpi"],
-        },
+        cfg=wf.sweep_table_cfg(config),
     script:
         "../scripts/sweep_table.py"

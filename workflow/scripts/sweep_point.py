@@ -2,19 +2,15 @@
 
 import eae.support.runtime  # noqa: F401 (TensorFlow stage: loaded quietly first, so the log names its device)
 from eae.support.progress import setup_logging
-from eae.experiments.sweep.points import experiment_inputs, sweep_point_stage
+from eae.experiments.sweep.points import OUTPUT_KEYS, sweep_point_stage
 
 logger = setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 params = dict(snakemake.params.cfg)  # noqa: F821
-names = experiment_inputs(params["experiment"])
 try:
     sweep_point_stage(
         params,
-        {name: snakemake.input[name] for name in names},  # noqa: F821
-        outputs={
-            key: snakemake.output[key]  # noqa: F821
-            for key in ("model", "ensemble", "row", "convergence")
-        },
+        {k: v for k, v in snakemake.input.items() if k != "code"},  # noqa: F821
+        outputs={key: snakemake.output[key] for key in OUTPUT_KEYS},  # noqa: F821
         checkpoint_dir=snakemake.params.checkpoint_dir,  # noqa: F821
     )
 except Exception:

@@ -31,7 +31,6 @@ Stage :func:`prepare_faces_stage`; :func:`load_faces` reads a split back.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import warnings
@@ -57,54 +56,37 @@ LFW_N_FACES = 100
 SOURCES = ("lfw", "celeba")
 PIXEL_SCALE = 1.0 / 255.0  # float64: decodes 255 to exactly 1.0
 
-#: Defaults of ``faces.data`` (workflow/schemas/faces.schema.yaml).
-DATA_DEFAULTS: dict[str, Any] = {
-    "source": "lfw",
-    "path": None,
-    "crop": 148,
-    "size": 64,
-    "n_images": None,
-    "fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
-    "seed": 0,
-    "chunk_images": 1000,
-    "workers": 4,
-}
-
-#: Defaults of ``faces.report``.
-REPORT_DEFAULTS: dict[str, Any] = {"n_show": 8, "dpi": 120, "batch_size": 256}
+# The defaults of ``faces.data`` and ``faces.report`` live in eae/schemas/faces.schema.yaml
+# (:func:`resolve_data_config`, :func:`resolve_report_config`).
 
 
 # --------------------------------------------------------------------------- config
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    return ok and value >= minimum
-
-
 def resolve_data_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``faces.data`` over :data:`DATA_DEFAULTS`, checked; unknown keys raise DataError."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DATA_DEFAULTS))
-    if unknown:
-        raise DataError(f"faces.data: unknown key(s) {unknown}; known: {sorted(DATA_DEFAULTS)}")
-    out = copy.deepcopy(DATA_DEFAULTS)
-    out.update({k: (dict(v) if isinstance(v, Mapping) else v) for k, v in cfg.items()})
-    if out["source"] not in SOURCES:
-        raise DataError(f"faces.data.source must be one of {list(SOURCES)}, got {out['source']!r}")
-    for key, minimum in (("crop", 1), ("size", 4), ("seed", 0), ("chunk_images", 1),
-                         ("workers", 1)):
-        if not _is_int(out[key], minimum):
-            raise DataError(f"faces.data.{key} must be an integer >= {minimum}, got {out[key]!r}")
-    if out["n_images"] is not None and not _is_int(out["n_images"], 1):
-        raise DataError(f"faces.data.n_images must be null or an integer >= 1, got {out['n_images']!r}")
+    """``cfg`` as the ``faces.data`` section: filled with the schema's defaults and
+    checked against it; any problem (an unknown key, a wrong type, a value out of range)
+    raises :class:`DataError` naming the key."""
+    from eae.support.config import ConfigError, section
+
+    try:
+        out = section("faces.data", cfg)
+    except ConfigError as err:
+        raise DataError("\n".join(err.problems)) from None
+    # The schema cannot say "sum to 1" (the workflow checks it as the cross-field rule
+    # fractions_sum_to_one, with the same tolerance).
     fr = out["fractions"]
-    if set(fr) != set(SPLITS):
-        raise DataError(f"faces.data.fractions needs exactly the keys {list(SPLITS)}, got {sorted(fr)}")
-    values = [float(fr[s]) for s in SPLITS]
-    if min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1.0) > 1e-6:
+    if abs(sum(float(fr[s]) for s in SPLITS) - 1.0) > 1e-6:
         raise DataError(f"faces.data.fractions must be >= 0 (train > 0) and sum to 1, got {fr}")
     return out
+
+
+def resolve_report_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``cfg`` as the ``faces.report`` section (n_show, dpi, batch_size), filled with the
+    schema's defaults and checked (a ConfigError names the key)."""
+    from eae.support.config import section
+
+    return section("faces.report", cfg)
 
 
 # --------------------------------------------------------------------------- images
@@ -263,7 +245,7 @@ def prepare_celeba(cfg: Mapping[str, Any] | None, out_path: str | os.PathLike) -
 
     def record(counts):
         return make_record(
-            "prepare_faces", config=cfg, seeds={"subset": cfg["seed"]},
+            "faces_prepare", config=cfg, seeds={"subset": cfg["seed"]},
             inputs=[split_file], started=started,
             extra={"split_counts": counts, "image_folder": str(image_dir),
                    "split_rule": f"official ({CELEBA_SPLIT_FILE})"})
@@ -313,7 +295,7 @@ def prepare_lfw(cfg: Mapping[str, Any] | None, out_path: str | os.PathLike) -> P
         import skimage
 
         return make_record(
-            "prepare_faces", config=cfg, seeds={"split": cfg["seed"]},
+            "faces_prepare", config=cfg, seeds={"split": cfg["seed"]},
             inputs=[file] if file else [], started=started,
             extra={"split_counts": counts, "split_rule": split_rule,
                    "source_data": f"skimage.data.lfw_subset() (scikit-image {skimage.__version__})"})
@@ -326,7 +308,7 @@ def prepare_lfw(cfg: Mapping[str, Any] | None, out_path: str | os.PathLike) -> P
 
 def prepare_faces_stage(cfg: Mapping[str, Any] | None, out_path: str | os.PathLike) -> Path:
     """Stage ``prepare_faces``: the source that ``cfg["source"]`` names."""
-    source = dict(cfg or {}).get("source", DATA_DEFAULTS["source"])
+    source = resolve_data_config(cfg)["source"]
     if source == "celeba":
         return prepare_celeba(cfg, out_path)
     if source == "lfw":
@@ -389,3 +371,13 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32) * np.float32(PIXEL_SCALE)
 
 
+def __getattr__(name: str) -> Any:
+    # DATA_DEFAULTS / REPORT_DEFAULTS were hand-kept copies of the schema's defaults; they
+    # are gone. Code that still imports them (eae.experiments.faces.faces re-exports
+    # REPORT_DEFAULTS) gets the schema's, a new dict on each access.
+    sections = {"DATA_DEFAULTS": "faces.data", "REPORT_DEFAULTS": "faces.report"}
+    if name in sections:
+        from eae.support.config import section_defaults
+
+        return section_defaults(sections[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

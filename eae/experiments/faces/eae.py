@@ -8,7 +8,6 @@ M encoder samples, decoder frozen, streamed to Zarr).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eae.experiments.faces.data import CELEBA_SPLIT_FILE, load_faces, to_float
+from eae.experiments.faces.data import load_faces, to_float
 from eae.experiments.images.data import DataError
 from eae.support.io import temperature_tag
 
@@ -41,22 +40,6 @@ def temperature_tags(cfg: Mapping[str, Any]) -> list[str]:
     if len(set(tags)) != len(tags):
         raise ValueError(f"faces.temperatures {temperatures} are not distinct at 7 significant digits")
     return tags
-
-
-def raw_inputs(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """Files rule prepare_faces tracks: CelebA's split file (the images are read by
-    the job); nothing for the offline faces."""
-    data = cfg["data"]
-    if data.get("source") == "celeba":
-        return {"split_file": os.path.join(str(data.get("path")), CELEBA_SPLIT_FILE)}
-    return {}
-
-
-def faces_targets(cfg: Mapping[str, Any]) -> list[str]:
-    """Fig 3 and faces.csv when ``faces.enabled`` (for the workflow's default target)."""
-    if not cfg.get("enabled", True):
-        return []
-    return ["results/figures/faces_fig3.png", "results/tables/faces.csv"]
 
 
 def train_config(cfg: Mapping[str, Any], temperature: float) -> dict[str, Any]:
@@ -194,7 +177,7 @@ def _spec():
     from eae.experiments.base import ExperimentSpec
 
     return ExperimentSpec(name="faces", module="eae.experiments.faces.eae", trainer=_faces_trainer,
-                          recording=_recording, train_name="train_faces_eae",
+                          recording=_recording, train_name="faces_train_eae",
                           ensemble_name="faces_ensemble", describe=_describe)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eae.experiments.faces.data import REPORT_DEFAULTS, load_faces, load_faces_at, to_float
+from eae.experiments.faces.data import load_faces, load_faces_at, resolve_report_config, to_float
 from eae.support.io import temperature_tag, write_csv_atomic
 from eae.core.temperature import store_temperature_columns
 from eae.support.provenance import make_record, now_iso, record_outputs
@@ -315,7 +315,7 @@ def faces_report_stage(cfg: Mapping[str, Any] | None, data_path,
     ``runs``: (temperature, model_dir, ensemble_path) per temperature; ``cfg`` the
     ``faces.report`` block (n_show, dpi, batch_size)."""
     started = now_iso()
-    cfg = {**REPORT_DEFAULTS, **dict(cfg or {})}
+    cfg = resolve_report_config(cfg)
     runs = [r if isinstance(r, FacesRun) else FacesRun(float(r[0]), Path(r[1]), Path(r[2]))
             for r in runs]
     if not runs:

@@ -78,8 +78,8 @@ def _images_spec():
     from eae.experiments.base import ExperimentSpec
 
     return ExperimentSpec(name="images", module="eae.experiments.images.eae", trainer=image_trainer,
-                          recording=_image_recording, train_name="train_eae",
-                          ensemble_name="ensemble", describe=_describe_images)
+                          recording=_image_recording, train_name="images_train_eae",
+                          ensemble_name="images_ensemble", describe=_describe_images)
 
 
 #: The image experiments (MNIST, Frey Faces) as an :class:`eae.experiments.base.ExperimentSpec`.

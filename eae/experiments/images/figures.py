@@ -506,12 +506,12 @@ def _samples(models: _Models, names: Sequence[str], image_shape, cfg, path, data
 
 
 def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[str, str | os.PathLike],
-                  results_dir: str | os.PathLike = "results",
-                  paths: Mapping[str, str | os.PathLike] | None = None) -> dict[str, Path]:
-    """Workflow stage ``figures_images``: write the figures named in ``outputs``
-    (keys ``interpolation``, ``densities``, ``samples`` → PNG paths) for ``dataset`` and a
-    provenance sidecar for each. Inputs as in :func:`eae.experiments.images.metrics.model_metrics`."""
-    from eae.experiments.images.metrics import _resolve_paths
+                  paths: Mapping[str, str | os.PathLike]) -> dict[str, Path]:
+    """Workflow stages ``images_figures`` and ``images_interpolation``: write the figures
+    named in ``outputs`` (keys ``interpolation``, ``densities``, ``samples`` → PNG paths)
+    for ``dataset`` and a provenance sidecar for each. ``paths``: the inputs, as in
+    :func:`eae.experiments.images.metrics.model_metrics`."""
+    from eae.experiments.images.metrics import _needed, _require, _resolve_paths
     from eae.support.provenance import make_record, now_iso, record_outputs
 
     started = now_iso()
@@ -519,7 +519,8 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
     unknown = sorted(set(outputs) - set(FIGURE_KINDS))
     if unknown:
         raise ValueError(f"unknown figure kind(s) {unknown}; choose from {list(FIGURE_KINDS)}")
-    p = _resolve_paths(dataset, results_dir, paths)
+    p = _resolve_paths(paths)
+    _require(p, _needed(cfg))
     x_test, labels, image_shape = load_test_data(p["data"])
     models = _Models(p, x_test, labels, cfg)
     names = list(cfg["models"])
@@ -542,7 +543,7 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
             inputs += [Path(p["eae"]) / "decoder.keras", p["ensemble"]]
         else:
             inputs += [Path(p[name]) / "encoder.keras", Path(p[name]) / "decoder.keras"]
-    record = make_record(f"figures_{dataset}", config=cfg, seeds={"seed": cfg["seed"]}, inputs=inputs,
+    record = make_record(f"images_figures_{dataset}", config=cfg, seeds={"seed": cfg["seed"]}, inputs=inputs,
                          started=started)
     record_outputs(record, list(written.values()))
     for kind, out in written.items():

@@ -140,7 +140,7 @@ def prepare_rd_dataset(sim_path: str | os.PathLike, cfg: Mapping[str, Any],
     for name in ("x", "x_dot"):
         ds[name].encoding["chunks"] = chunk  # by sample, without dask
     record = make_record(
-        "prepare_rd", config=asdict(params), seeds={"split": params.seed}, inputs=[sim_path],
+        "rd_prepare", config=asdict(params), seeds={"split": params.seed}, inputs=[sim_path],
         started=started,
         extra={"simulation_config": read_provenance(sim).get("config", {})},
     )

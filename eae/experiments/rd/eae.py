@@ -191,7 +191,7 @@ def _spec():
     from eae.experiments.base import ExperimentSpec
 
     return ExperimentSpec(name="rd", module="eae.experiments.rd.eae", trainer=rd_trainer,
-                          recording=_recording, train_name="train_rd_eae",
+                          recording=_recording, train_name="rd_train_eae",
                           ensemble_name="rd_coefficients", describe=_describe,
                           final_summary=_final_summary)
 

@@ -30,6 +30,12 @@ Saved data: x = f·u and ẋ = f·u_t with the mask f = exp(−c (X² + Y²)) an
 exact right-hand side (spectral Laplacian), both float32, dims (time, y, x). The data
 variables are called ``field`` (x) and ``field_dot`` (ẋ) because xarray cannot hold a
 variable named ``x`` beside the spatial dimension ``x``.
+
+Modules: the settings live in :mod:`~eae.experiments.rd.simulation_params`, the grid,
+physics and ETDRK4 coefficients in :mod:`~eae.experiments.rd.spectral`, the rotating-frame
+scheme in :mod:`~eae.experiments.rd.rotating_etdrk4` and the scipy integrators in
+:mod:`~eae.experiments.rd.scipy_rk`; this module keeps the step control, the save loops
+and the public API, and re-exports every name of those modules it held before.
 """
 
 from __future__ import annotations
@@ -44,211 +50,44 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import scipy.fft as sfft
 import xarray as xr
-from scipy import integrate
 
+from eae.experiments.rd.rotating_etdrk4 import (  # noqa: F401 (re-exported)
+    _SHIFT_PER_A0,
+    _ComplexETDRK4,
+    _hermite_basis,
+    _hermite_weights,
+    frame_amplitude,
+)
+from eae.experiments.rd.scipy_rk import (  # noqa: F401 (re-exported)
+    _SCIPY_METHODS,
+    _iter_scipy,
+    _iter_scipy_dense,
+    _run_solver,
+    _scipy_rhs,
+)
+from eae.experiments.rd.simulation_params import (  # noqa: F401 (re-exported)
+    METHODS,
+    RDParams,
+    _count_intervals,
+    params_from_config,
+)
+from eae.experiments.rd.spectral import (  # noqa: F401 (re-exported)
+    Grid,
+    _phi_taylor,
+    _project_hermitian,
+    etdrk4_coefficients,
+    initial_state,
+    linear_operator,
+    make_grid,
+    reaction,
+    rhs_physical,
+)
 from eae.support.progress import Progress
-from eae.support.settings import settings_from
 
 log = logging.getLogger("eae")
 
-METHODS = ("etdrk4", "rk45", "dop853")
-_SCIPY_METHODS = {"rk45": integrate.RK45, "dop853": integrate.DOP853}
 
-
-@dataclass(frozen=True)
-class RDParams:
-    """Parameters of one lambda–omega simulation (the ``rd.simulation`` config section)."""
-
-    n: int = 100  # grid points per side
-    length: float = 20.0  # side of the periodic square [−L/2, L/2)
-    beta: float = 1.0
-    d1: float = 0.1
-    d2: float = 0.1
-    arms: int = 1  # spiral arms m of the initial condition tanh(r) e^{i(mθ − r)}
-    mask_coefficient: float = 0.01  # f = exp(−c (X² + Y²))
-    save_interval: float = 0.05
-    save_start: float = 0.0  # first saved time (a multiple of save_interval)
-    t_end: float = 500.0  # last saved time (inclusive)
-    method: str = "etdrk4"
-    tolerance: float = 8e-6  # ETDRK4 (d1 = d2): local error tolerance per step; 0: fixed steps
-    max_step: float = 1.0  # ETDRK4 (d1 = d2, adaptive): longest internal step (model time)
-    steps_per_save: int = 1  # ETDRK4 fixed steps (tolerance 0 or d1 ≠ d2): save_interval / this
-    rtol: float = 1e-3  # rk45 / dop853
-    atol: float = 1e-6  # rk45 / dop853
-    dense_output: bool = False  # rk45 / dop853: interpolate saves instead of landing on them
-    chunk_time: int = 250  # snapshots per Zarr chunk
-    workers: int = 1  # threads for scipy.fft (the results do not depend on it)
-
-    @property
-    def n_saves(self) -> int:
-        return _count_intervals(self.t_end - self.save_start, self.save_interval, "t_end - save_start") + 1
-
-    @property
-    def step(self) -> float:
-        return self.save_interval / self.steps_per_save
-
-    def save_times(self) -> np.ndarray:
-        """Saved times save_start + k·save_interval, k = 0..n_saves−1 (no drift from summing)."""
-        return self.save_start + self.save_interval * np.arange(self.n_saves)
-
-
-def _count_intervals(span: float, interval: float, what: str) -> int:
-    count = span / interval
-    if count < -1e-9 or abs(count - round(count)) > 1e-6 * max(1.0, abs(count)):
-        raise ValueError(f"rd.simulation: {what} = {span} is not a non-negative multiple of "
-                         f"save_interval = {interval}")
-    return int(round(count))
-
-
-def params_from_config(cfg: Mapping[str, Any] | RDParams) -> RDParams:
-    """Validate a config mapping (``rd.simulation``) and turn it into :class:`RDParams`."""
-    if isinstance(cfg, RDParams):
-        params = cfg
-    else:
-        params = settings_from(RDParams, cfg, "rd.simulation")
-    checks = [
-        (params.n >= 8, "n must be >= 8"),
-        (params.length > 0, "length must be > 0"),
-        (params.d1 >= 0 and params.d2 >= 0, "d1, d2 must be >= 0"),
-        (params.save_interval > 0, "save_interval must be > 0"),
-        (params.save_start >= 0, "save_start must be >= 0"),
-        (params.t_end > params.save_start, "t_end must be > save_start"),
-        (params.method in METHODS, f"method must be one of {METHODS}"),
-        (params.steps_per_save >= 1, "steps_per_save must be >= 1"),
-        (params.tolerance >= 0, "tolerance must be >= 0"),
-        (params.max_step > 0, "max_step must be > 0"),
-        (params.rtol > 0 and params.atol > 0, "rtol, atol must be > 0"),
-        (params.chunk_time >= 1, "chunk_time must be >= 1"),
-        (params.workers >= 1, "workers must be >= 1"),
-        (params.mask_coefficient >= 0, "mask_coefficient must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(f"rd.simulation: {message} (got {asdict(params)})")
-    params.n_saves  # raises if t_end - save_start is not a multiple of save_interval
-    _count_intervals(params.save_start, params.save_interval, "save_start")
-    return params
-
-
-# ----------------------------------------------------------------------------- grid
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Physical grid, real-FFT wavenumbers and the mask for one parameter set."""
-
-    x: np.ndarray  # (n,) cell positions, also used for y
-    k2: np.ndarray  # (n, n//2+1) |k|² on the rfft2 layout
-    mask: np.ndarray  # (n, n) f = exp(−c (X² + Y²)), dims (y, x)
-    X: np.ndarray
-    Y: np.ndarray
-
-
-def make_grid(p: RDParams) -> Grid:
-    """Grid of n points per side on [−L/2, L/2): same physical domain for every n."""
-    dx = p.length / p.n
-    x = -p.length / 2 + dx * np.arange(p.n)
-    X, Y = np.meshgrid(x, x, indexing="xy")  # X[iy, ix] = x[ix]: arrays are (y, x)
-    kx = 2 * np.pi * sfft.rfftfreq(p.n, d=dx)
-    ky = 2 * np.pi * sfft.fftfreq(p.n, d=dx)
-    k2 = ky[:, None] ** 2 + kx[None, :] ** 2
-    mask = np.exp(-p.mask_coefficient * (X**2 + Y**2))
-    return Grid(x=x, k2=k2, mask=mask, X=X, Y=Y)
-
-
-def initial_state(p: RDParams, grid: Grid) -> np.ndarray:
-    """One-armed (m-armed) spiral u + iv = tanh(r) e^{i(mθ − r)}, shape (2, n, n)."""
-    r = np.hypot(grid.X, grid.Y)
-    theta = np.arctan2(grid.Y, grid.X)
-    phase = p.arms * theta - r
-    return np.stack([np.tanh(r) * np.cos(phase), np.tanh(r) * np.sin(phase)])
-
-
-def linear_operator(p: RDParams, grid: Grid) -> np.ndarray:
-    """Diagonal linear part L_i = 1 − d_i |k|² on the rfft2 layout, shape (2, n, n//2+1)."""
-    return np.stack([1.0 - p.d1 * grid.k2, 1.0 - p.d2 * grid.k2])
-
-
-def reaction(w: np.ndarray, beta: float) -> np.ndarray:
-    """Cubic part N(u, v) = (A² (β v − u), −A² (β u + v)) in physical space, w = (u, v)."""
-    u, v = w[0], w[1]
-    a2 = u * u + v * v
-    out = np.empty_like(w)
-    np.multiply(a2, beta * v - u, out=out[0])
-    np.multiply(a2, -(beta * u + v), out=out[1])
-    return out
-
-
-def rhs_physical(w: np.ndarray, p: RDParams, grid: Grid, lin: np.ndarray) -> np.ndarray:
-    """Exact right-hand side (u_t, v_t) with the spectral Laplacian, w shape (2, n, n)."""
-    lin_part = sfft.irfft2(lin * sfft.rfft2(w, workers=p.workers), s=w.shape[-2:], workers=p.workers)
-    return lin_part + reaction(w, p.beta)
-
-
-# ----------------------------------------------------------------------------- ETDRK4
-
-
-def _phi_taylor(z: np.ndarray, k: int, terms: int = 20) -> np.ndarray:
-    """φ_k(z) = Σ_j z^j / (j + k)! by Horner's rule; for |z| < 1, 20 terms are exact to rounding."""
-    out = np.full_like(z, 1.0 / math.factorial(terms + k))
-    for j in range(terms - 1, -1, -1):
-        out *= z
-        out += 1.0 / math.factorial(j + k)
-    return out
-
-
-def etdrk4_coefficients(lh: np.ndarray, h: float) -> dict[str, np.ndarray]:
-    """ETDRK4 coefficients for h·L = ``lh`` (real): E = e^{hL}, E2 = e^{hL/2}, Q, f1, f2, f3.
-
-    In φ-functions (φ1 = (e^z − 1)/z, ...; Cox & Matthews 2002, Kassam & Trefethen 2005):
-    Q = (h/2) φ1(z/2), f1 = h (φ1 − 3φ2 + 4φ3), f2 = h (φ2 − 2φ3), f3 = h (4φ3 − φ2).
-    The closed forms cancel badly near z = 0 (K&T's reason for contour integrals); here
-    |z| < 1 takes Taylor series instead, exact to rounding (checked against 50-digit
-    arithmetic: ≤ 3e-15) and cheap: 0.18 ms for the 1210 distinct |k|² at n = 100 against
-    3.8 ms for a 32-point contour, and the adaptive scheme needs a set per step size and
-    frame. Elsewhere the closed forms lose at most two digits (at |z| = 1).
-    """
-    lh = np.asarray(lh, dtype=np.float64)
-    coef = {"E": np.exp(lh), "E2": np.exp(lh / 2)}
-    small = np.abs(lh) < 1.0
-    z = lh[~small]
-    ez = coef["E"][~small]
-    closed = {
-        "Q": h * (coef["E2"][~small] - 1) / z,
-        "f1": h * (-4 - z + ez * (4 - 3 * z + z**2)) / z**3,
-        "f2": h * (2 + z + ez * (z - 2)) / z**3,
-        "f3": h * (-4 - 3 * z - z**2 + ez * (4 - z)) / z**3,
-    }
-    z = lh[small]
-    phi1, phi2, phi3 = (_phi_taylor(z, k) for k in (1, 2, 3))
-    series = {
-        "Q": h / 2 * _phi_taylor(z / 2, 1),
-        "f1": h * (phi1 - 3 * phi2 + 4 * phi3),
-        "f2": h * (phi2 - 2 * phi3),
-        "f3": h * (4 * phi3 - phi2),
-    }
-    for key in ("Q", "f1", "f2", "f3"):
-        coef[key] = np.empty_like(lh)
-        coef[key][~small] = closed[key]
-        coef[key][small] = series[key]
-    return coef
-
-
-def _project_hermitian(w_hat: np.ndarray) -> None:
-    """Make the self-conjugate columns of an rfft2 array Hermitian again (in place).
-
-    In the rfft2 layout the k_x = 0 column (and the k_x = n/2 column for even n) must
-    satisfy c[−k_y] = conj(c[k_y]). Round-off leaves a tiny anti-Hermitian part there
-    which the inverse transform ignores, so the reaction term never damps it, while the
-    linear factor e^{hL} with L = 1 − d|k|² > 0 at small |k| amplifies it like e^t: left
-    alone it reaches O(1) by t ≈ 70 and the run blows up. Projecting every step costs O(n).
-    """
-    n = w_hat.shape[-2]
-    mirror = (-np.arange(n)) % n
-    columns = [0] if n % 2 else [0, n // 2]
-    for col in columns:
-        c = w_hat[..., :, col]
-        w_hat[..., :, col] = 0.5 * (c + np.conj(c[..., mirror]))
+# ------------------------------------------------------------- ETDRK4, two real fields
 
 
 def _iter_etdrk4_fields(p: RDParams, grid: Grid) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
@@ -310,8 +149,6 @@ _TICKS_PER_SAVE = 1024  # adaptive step grid: save_interval / 1024 (see _choose_
 # Re-centre the frame when a0 moved by more than this: each re-centring costs new
 # coefficient sets (~0.2 ms each); 1e-3 and 3e-5 gave the same step count (t to 500).
 _FRAME_UPDATE = 1e-3
-# Linear part 1 − s − d|k|² with s = _SHIFT_PER_A0 · a0 (see _ComplexETDRK4).
-_SHIFT_PER_A0 = 0.8
 # Saves inside a step need the trapezoid defect (_ComplexETDRK4.interpolation_defect) below
 # this many tolerances: the Hermite ẋ error, measured at 0.05–0.1 times the defect, then
 # stays below about one tolerance.
@@ -329,17 +166,6 @@ class _Block:
     evals: int
 
 
-def frame_amplitude(z: np.ndarray) -> float:
-    """a0 = Σ|w|⁴ / Σ|w|² for w = u + iv: the mean phase rotation rate of w is exactly β·a0.
-
-    (Im⟨w, w_t⟩ gets nothing from the growth and diffusion terms and −β Σ|w|⁴ from the
-    rotation term.) Measured on the paper's problem: 0.8950 at t = 5, 0.9074 at t = 20,
-    0.90775 at t = 300, within 2e-5 of the spiral's rotation frequency.
-    """
-    a2 = z.real**2 + z.imag**2
-    return float(np.dot(a2.ravel(), a2.ravel()) / a2.sum())
-
-
 def _choose_step(wanted: float, pos: int, p: RDParams, ticks: int) -> int:
     """Step length in ticks (save_interval / ticks) for a wanted length in model time.
 
@@ -353,245 +179,6 @@ def _choose_step(wanted: float, pos: int, p: RDParams, ticks: int) -> int:
     top = ticks.bit_length() - 1
     align = (pos & -pos).bit_length() - 1 if pos else top
     return 1 << min(align, top, math.floor(math.log2(max(want, 1.0))))
-
-
-def _hermite_basis(theta: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """Cubic Hermite weights of (z0, z0', z1, z1', z1 − z0) for z(θ) and dz/dt(θ), each (m, 5).
-
-    The derivative is written with z1 − z0 (formed in float64) instead of z0 and z1: its
-    weight is ~1/h, which would amplify the float32 rounding of z0 and z1 (measured: 2x
-    larger ẋ errors at h = 0.1).
-    """
-    th = np.asarray(theta, dtype=np.float64)[:, None]
-    th2, th3 = th * th, th * th * th
-    zero = np.zeros_like(th)
-    value = np.hstack([2 * th3 - 3 * th2 + 1, h * (th3 - 2 * th2 + th), 3 * th2 - 2 * th3,
-                       h * (th3 - th2), zero])
-    deriv = np.hstack([zero, 3 * th2 - 4 * th + 1, zero, 3 * th2 - 2 * th, (6 * th - 6 * th2) / h])
-    return value, deriv
-
-
-def _hermite_weights(theta: np.ndarray, h: float, phase_end: float, omega: float, with_v: bool,
-                     basis: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Weights on Y = (z0, z0', z1, z1', z1 − z0), each as (Re, Im): shape (2|3, len(theta), 10).
-
-    Hermite interpolation of z on a step of length h at fractions ``theta``
-    (:func:`_hermite_basis`, passed in when cached), with w = e^{−iφ(t)} z and
-    φ(t) = ``phase_end`` − Ω (1 − θ) h. Rows: u at every theta, then
-    u_t = Re(e^{−iφ}(z' − iΩ z)), then (``with_v``) v = Im(e^{−iφ} z).
-    """
-    value, deriv = basis if basis is not None else _hermite_basis(theta, h)
-    angle = omega * h * (1 - np.asarray(theta, dtype=np.float64)[:, None]) - phase_end
-    cr, ci = np.cos(angle), np.sin(angle)  # e^{−iφ(t)} = cr + i ci
-    weights = np.empty((3 if with_v else 2, len(value), 10))
-    weights[0, :, 0::2] = value * cr
-    weights[0, :, 1::2] = -value * ci
-    weights[1, :, 0::2] = deriv * cr + omega * value * ci
-    weights[1, :, 1::2] = omega * value * cr - deriv * ci
-    if with_v:
-        weights[2, :, 0::2] = value * ci
-        weights[2, :, 1::2] = value * cr
-    return weights
-
-
-class _ComplexETDRK4:
-    """ETDRK4 for w = u + iv (d1 = d2 = d) in the rotating frame z = e^{iφ(t)} w, φ' = β a0.
-
-    With d1 = d2 the system is w_t = (1 − |w|²) w − iβ|w|² w + dΔw: one complex field (one
-    complex FFT per transform instead of two real ones) whose every term commutes with a
-    phase rotation. In the frame z the equation gains iβa0 z; splitting it into a real
-    linear part (diagonal in Fourier space, integrated exactly) and a reaction term that is
-    small where |z|² ≈ a0 gives, with s = ``_SHIFT_PER_A0``·a0 and μ = (s + iβa0)/(1 + iβ)::
-
-        z_t = (1 − s + dΔ) z − (1 + iβ)(|z|² − μ) z
-
-    The settled spiral turns rigidly in phase at β·a0 (a0 = :func:`frame_amplitude`), so
-    in this frame z hardly moves and the reaction term is nearly constant along a step,
-    for which ETDRK4 is exact (measured local error at t = 300, h = 0.4, s = a0: 4e-8,
-    against 4e-7 in a frame 0.008 off and 2e-3 with no frame). The split s matters for
-    what accumulates: on the paper's problem to t = 500 at tolerance 2e-6 (step control on
-    ‖e‖ only) the max error in x was 4.2e-6 (5977 evaluations) with s = 0, 1.4e-6 (4813)
-    with 0.5 a0, 2.1e-6 (4273) with 0.8 a0, 4.6e-6 (3865) with a0 and 8.8e-5 (3485) with
-    1.5 a0 — whose one-step error is 3x smaller than with a0: what accumulates over 10⁴
-    saves is not what the step estimate sees. 0.8 a0 gives the least work for a given
-    error (the default tolerance 8e-6:
-    4.9e-6 with 3177 evaluations). a0 is re-measured after every step and the frame
-    re-centred when it moved by more than ``_FRAME_UPDATE``.
-
-    State at the current step start: ``z_hat`` (fft2 of z), ``m_hat`` (fft2 of the reaction
-    M(z) = (|z|² − μ) z; the factor −(1 + iβ) is folded into the coefficients), z and z_t
-    in physical space and, for the dense output, masked (Re z, Im z, Re z_t, Im z_t) in
-    rows 4·end .. 4·end+3 of ``y``; rows 8, 9 hold the last step's masked z1 − z0.
-    """
-
-    def __init__(self, p: RDParams, grid: Grid, mask: np.ndarray | None, dtype: type):
-        self.p, self.mask, self.n = p, mask, p.n
-        k = 2 * np.pi * sfft.fftfreq(p.n, d=p.length / p.n)
-        k2 = k[:, None] ** 2 + k[None, :] ** 2
-        self.k2_unique, k2_index = np.unique(k2, return_inverse=True)
-        self.k2_index = k2_index.reshape(k2.shape)
-        self.neg_dk2 = -p.d1 * k2
-        self.cb = -(1.0 + 1j * p.beta)
-        self.coefficients: dict[int, tuple[np.ndarray, ...]] = {}
-        self.bases: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        w0 = initial_state(p, grid)
-        z = w0[0] + 1j * w0[1]
-        self.set_frame(frame_amplitude(z))
-        self.z_hat = sfft.fft2(z, workers=p.workers)
-        self.m_hat, self.z, m, _ = self.nonlinear_hat(self.z_hat, keep=True)
-        self.zt = self.derivative(self.z_hat, m)
-        self.y = np.zeros((10, p.n * p.n), dtype=dtype)
-        self.end = 1
-        self.store_rows(4, self.z)
-        self.store_rows(6, self.zt)
-        self.phase = 0.0  # φ at the current step start
-
-    def set_frame(self, a0: float) -> None:
-        self.a0, self.omega, self.shift = a0, self.p.beta * a0, _SHIFT_PER_A0 * a0
-        self.mu = (self.shift + 1j * self.omega) / (1.0 + 1j * self.p.beta)
-        self.lin = ((1.0 - self.shift) + self.neg_dk2).astype(np.complex128)
-        self.coefficients.clear()
-
-    def coefficient_set(self, step: int, h: float) -> tuple[np.ndarray, ...]:
-        """(E, E2, Q, f1, 2 f2, f3) for L = 1 − s − d|k|² and step h, complex128, cached.
-
-        −(1 + iβ) is folded into Q and the f's. Computed on the distinct |k|² values only
-        (~1/8 of the grid); complex128 even where real because numpy multiplies complex by
-        complex faster than real by complex.
-        """
-        if step not in self.coefficients:
-            p = self.p
-            c = etdrk4_coefficients(h * ((1.0 - self.shift) - p.d1 * self.k2_unique), h)
-            folds = (("E", 1.0), ("E2", 1.0), ("Q", self.cb), ("f1", self.cb), ("f2", 2 * self.cb),
-                     ("f3", self.cb))
-            self.coefficients[step] = tuple(
-                np.asarray(fold * c[key], dtype=np.complex128)[self.k2_index] for key, fold in folds)
-        return self.coefficients[step]
-
-    def nonlinear_hat(self, stage_hat: np.ndarray, keep: bool = False):
-        """fft2 of M(z) = (|z|² − μ) z, z = ifft2(stage_hat); with ``keep`` also z, M(z), Σ|z|⁴."""
-        z = sfft.ifft2(stage_hat, workers=self.p.workers)
-        m = np.conjugate(z)
-        m *= z  # |z|², imaginary part 0
-        sum_a4 = np.vdot(m, m).real if keep else None
-        m -= self.mu
-        m *= z
-        m_hat = sfft.fft2(m, workers=self.p.workers, overwrite_x=not keep)
-        return (m_hat, z, m, sum_a4) if keep else m_hat
-
-    def step(self, step: int, h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One ETDRK4 step (Cox & Matthews 2002, K&T 2005 notation) from the current state.
-
-        Returns (ẑ_{n+1}, M̂_c, f3) — the last stage's reaction term and weight, for the error
-        estimate. Temporaries are updated in place: this and the FFTs are the whole cost.
-        """
-        E, E2, Q, f1, f2x2, f3 = self.coefficient_set(step, h)
-        z_hat, m_hat = self.z_hat, self.m_hat
-        e2z = E2 * z_hat
-        a = Q * m_hat
-        a += e2z
-        ma = self.nonlinear_hat(a)
-        b = Q * ma
-        b += e2z
-        mb = self.nonlinear_hat(b)
-        c = 2 * mb
-        c -= m_hat
-        c *= Q
-        a *= E2
-        c += a
-        mc = self.nonlinear_hat(c)
-        z_hat1 = E * z_hat
-        m_hat = f1 * m_hat
-        z_hat1 += m_hat
-        ma += mb
-        ma *= f2x2
-        z_hat1 += ma
-        z_hat1 += f3 * mc
-        return z_hat1, mc, f3
-
-    def store_rows(self, first: int, value: np.ndarray) -> None:
-        """Masked (Re, Im) of a complex field into rows first, first + 1 of y."""
-        n = self.n
-        pair = value.view(np.float64).reshape(n, n, 2).transpose(2, 0, 1)
-        rows = self.y[first:first + 2].reshape(2, n, n)
-        if self.mask is None:
-            rows[...] = pair
-        else:
-            np.multiply(pair, self.mask, out=rows)
-
-    def derivative(self, z_hat: np.ndarray, m: np.ndarray) -> np.ndarray:
-        """z_t = L z + N(z) in physical space: the exact right-hand side (``m`` = M(z) is reused)."""
-        zt = sfft.ifft2(self.lin * z_hat, workers=self.p.workers, overwrite_x=True)
-        m *= self.cb
-        zt += m
-        return zt
-
-    def step_error(self, m_hat1: np.ndarray, mc: np.ndarray, f3: np.ndarray, z1: np.ndarray,
-                   zt1: np.ndarray, norm2: float) -> float:
-        """Relative local error estimate of the step just computed, for z and for its rate.
-
-        e = f3·(M̂(z1) − M̂_c): the last stage's quadrature weight times the distance of its
-        reaction term from the one at the new state, which the next step needs anyway
-        (measured 3–4x the true local error), relative to ‖ẑ1‖ (norm2 = ‖ẑ1‖²); and L e
-        relative to the lab-frame rate ‖ŵ_t‖ — the error of ẋ at the step end, dominated by
-        the stiff high-|k| part of e in the initial transient (controlling ‖e‖ alone left ẋ
-        errors of 6e-5 at t = 0.05 at tolerance 8e-6, n = 100). The larger of the two.
-        """
-        diff = m_hat1 - mc
-        diff *= f3
-        error2 = np.vdot(diff, diff).real / norm2
-        diff *= self.lin
-        rate = zt1 - (1j * self.omega) * z1  # w_t rotated into the frame
-        rate2 = np.vdot(rate, rate).real * self.n**2  # Parseval
-        return math.sqrt(max(error2, np.vdot(diff, diff).real / rate2))
-
-    def interpolation_defect(self, zt1: np.ndarray, delta: np.ndarray, h: float, norm2: float) -> float:
-        """Trapezoid-rule defect ‖(z0' + z1')/2 − (z1 − z0)/h‖ / ‖z1‖ of a step, ≈ h² z⁽³⁾/12.
-
-        A cheap gauge of the dense output's error: the Hermite interpolant's derivative (ẋ at
-        saves inside a step) was measured off by 0.05–0.1 times this in the initial transient,
-        where fast decaying modes make it large. ``norm2`` = ‖ẑ1‖² = n² ‖z1‖².
-        """
-        d = zt1 + self.zt
-        d -= delta * (2.0 / h)
-        return 0.5 * math.sqrt(np.vdot(d, d).real * self.n**2 / norm2)
-
-    def accept(self, z_hat1: np.ndarray, m_hat1: np.ndarray, z1: np.ndarray, zt1: np.ndarray,
-               delta: np.ndarray, h: float) -> None:
-        """Make the new step end the current state (``delta`` = z1 − z0, in physical space)."""
-        self.end = 1 - self.end
-        self.store_rows(4 * self.end, z1)
-        self.store_rows(4 * self.end + 2, zt1)
-        self.store_rows(8, delta)
-        self.z_hat, self.m_hat, self.z, self.zt = z_hat1, m_hat1, z1, zt1
-        self.phase += self.omega * h
-
-    def recentre(self, a0: float) -> None:
-        """Same state in the frame for a new a0: M changes by −Δμ·z, z_t by +iβΔa0·z."""
-        mu, omega = self.mu, self.omega
-        self.set_frame(a0)
-        self.m_hat -= (self.mu - mu) * self.z_hat
-        self.zt += (1j * (self.omega - omega)) * self.z
-        self.store_rows(4 * self.end + 2, self.zt)
-
-    def saves(self, theta: np.ndarray, h: float, with_v: bool,
-              out: tuple[np.ndarray, ...] | None = None) -> list[np.ndarray]:
-        """(u, u_t[, v]) at fractions theta of the step just accepted, masked, each (m, n, n).
-
-        Written into ``out`` (arrays of that shape, of y's dtype) when given.
-        """
-        key = (h, theta[0], len(theta))  # in a settled run every step has the same saves
-        if key not in self.bases:
-            self.bases[key] = _hermite_basis(theta, h)
-        weights = _hermite_weights(theta, h, self.phase, self.omega, with_v, self.bases[key])
-        if self.end == 0:  # the step start is in rows 4..7, its end in rows 0..3
-            weights = weights[..., [4, 5, 6, 7, 0, 1, 2, 3, 8, 9]]
-        weights = weights.astype(self.y.dtype)
-        if out is None:
-            out = [np.empty((len(theta), self.n, self.n), dtype=self.y.dtype) for _ in weights]
-        for w, target in zip(weights, out):
-            np.matmul(w, self.y, out=target.reshape(len(theta), -1))
-        return list(out)
 
 
 def _iter_etdrk4_complex(p: RDParams, grid: Grid, mask: np.ndarray | None, with_v: bool = False,
@@ -652,7 +239,7 @@ def _iter_etdrk4_complex(p: RDParams, grid: Grid, mask: np.ndarray | None, with_
                 step = _choose_step(min(wanted, 0.5 * h), pos, p, ticks)
                 continue
             if too_long and not warned:
-                log.warning("simulate_rd: local error estimate %.2e > tolerance at the shortest step %g",
+                log.warning("rd_simulate: local error estimate %.2e > tolerance at the shortest step %g",
                             est, h)
                 warned = True
         scheme.accept(z_hat1, m_hat1, z1, zt1, delta, h)
@@ -675,79 +262,6 @@ def _growth(tolerance: float, error: float, exponent: float) -> float:
     if not error > 0:
         return 5.0 if error == 0 else 0.2
     return min(5.0, max(0.2, 0.9 * (tolerance / error) ** exponent))
-
-
-# ----------------------------------------------------------------------------- scipy RK
-
-
-def _scipy_rhs(p: RDParams, grid: Grid):
-    lin = linear_operator(p, grid)
-    shape = (2, p.n, p.n)
-
-    def fun(_t: float, y: np.ndarray) -> np.ndarray:
-        return rhs_physical(y.reshape(shape), p, grid, lin).ravel()
-
-    def u_t_of(w: np.ndarray) -> np.ndarray:
-        return rhs_physical(w, p, grid, lin)[0]
-
-    return fun, u_t_of, shape
-
-
-def _run_solver(solver) -> None:
-    message = None
-    while solver.status == "running":
-        message = solver.step()
-    if solver.status == "failed":
-        raise RuntimeError(f"rd.simulation: {type(solver).__name__} failed at t = {solver.t}: {message}")
-
-
-def _iter_scipy(p: RDParams, grid: Grid) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
-    """Adaptive scipy RK on the flattened physical state, landing exactly on every save.
-
-    Each save interval is one solver run with t_bound at the save time (the step size
-    carries over), so snapshots are step end points and steps never exceed the save
-    interval. The dense output (``dense_output: true``, :func:`_iter_scipy_dense`) is
-    avoided by default: its interpolant is inaccurate for the stiff high-|k| modes
-    (measured with DOP853 at rtol 1e-10, n = 100: snapshot errors up to 1.3e-6 in x and
-    7e-5 in x_dot, against 1e-8 at step end points), which would spoil a reference.
-    """
-    fun, u_t_of, shape = _scipy_rhs(p, grid)
-    cls = _SCIPY_METHODS[p.method]
-    y, t, h, nfev = initial_state(p, grid).ravel(), 0.0, None, 0
-    for k, t_save in enumerate(p.save_times()):
-        if t_save > t:
-            first = None if h is None else min(h, float(t_save) - t)
-            solver = cls(fun, t, y, float(t_save), rtol=p.rtol, atol=p.atol, first_step=first)
-            _run_solver(solver)
-            y, t, h, nfev = solver.y, float(t_save), solver.h_abs, nfev + solver.nfev
-        w = y.reshape(shape)
-        nfev += 1
-        yield k, w, u_t_of(w), nfev
-
-
-def _iter_scipy_dense(p: RDParams, grid: Grid) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
-    """One adaptive scipy RK run; snapshots from its dense output (as solve_ivp's t_eval)."""
-    fun, u_t_of, shape = _scipy_rhs(p, grid)
-    times = p.save_times()
-    y0 = initial_state(p, grid).ravel()
-    solver = _SCIPY_METHODS[p.method](fun, 0.0, y0, float(times[-1]), rtol=p.rtol, atol=p.atol)
-    k, extra, interpolant = 0, 0, None  # one interpolant per step, built on demand
-    while k < len(times):
-        if times[k] <= solver.t:
-            if solver.t_old is None:  # only t = 0 lies before the first step
-                y = y0
-            else:
-                interpolant = interpolant or solver.dense_output()
-                y = interpolant(times[k])
-            w = np.asarray(y).reshape(shape)
-            extra += 1
-            yield k, w, u_t_of(w), solver.nfev + extra
-            k += 1
-            continue
-        message = solver.step()
-        interpolant = None
-        if solver.status == "failed":
-            raise RuntimeError(f"rd.simulation: {p.method} failed at t = {solver.t}: {message}")
 
 
 def _iter_blocks(p: RDParams, grid: Grid, mask: np.ndarray | None, with_v: bool,
@@ -798,7 +312,7 @@ def _allocate_output(shape: tuple[int, ...]) -> np.ndarray:
         _set_madvise_hugepage(previous)
 
 
-def simulate(params: Mapping[str, Any] | RDParams, progress_label: str = "simulate_rd") -> xr.Dataset:
+def simulate(params: Mapping[str, Any] | RDParams, progress_label: str = "rd_simulate") -> xr.Dataset:
     """Run one simulation; return x = f·u and ẋ = f·u_t as float32, dims (time, y, x).
 
     Data variables: ``field`` (x), ``field_dot`` (ẋ), ``mask`` (f, dims (y, x)). The
@@ -822,7 +336,7 @@ def simulate(params: Mapping[str, Any] | RDParams, progress_label: str = "simula
                                      f"{p.save_start + block.k0 * p.save_interval:g} with {asdict(p)}")
         progress.update(k1, f"t={p.save_start + (k1 - 1) * p.save_interval:.2f} rhs_evals={evals}")
     wall = _time.perf_counter() - t0
-    log.info("simulate_rd: %s n=%d, %d snapshots, %d rhs evaluations, %.2f s",
+    log.info("rd_simulate: %s n=%d, %d snapshots, %d rhs evaluations, %.2f s",
              p.method, p.n, n_saves, evals, wall)
     xy = grid.x
     attrs = {k: v for k, v in asdict(p).items()}
@@ -858,17 +372,17 @@ def simulate_stage(cfg: Mapping[str, Any], out_path: str | os.PathLike) -> None:
 
     started = now_iso()
     p = params_from_config(cfg)
-    log.info("simulate_rd: %s", asdict(p))
+    log.info("rd_simulate: %s", asdict(p))
     ds = simulate(p)
     chunk = min(p.chunk_time, ds.sizes["time"])
     # Chunk by time through the encoding (no dask needed): one chunk holds chunk_time
     # whole snapshots, the unit every reader (dataset preparation, plots) slices by.
     for name in ("field", "field_dot"):
         ds[name].encoding["chunks"] = (chunk, p.n, p.n)
-    record = make_record("simulate_rd", config=asdict(p), seeds={},
+    record = make_record("rd_simulate", config=asdict(p), seeds={},
                          started=started)
     write_zarr(ds, out_path, provenance=record)
-    log.info("simulate_rd: wrote %s", out_path)
+    log.info("rd_simulate: wrote %s", out_path)
 
 
 def iter_states(params: Mapping[str, Any] | RDParams) -> Iterator[tuple[float, np.ndarray, np.ndarray]]:

@@ -18,11 +18,16 @@ import pandas as pd
 from eae.support.io import temperature_tag, write_csv_atomic
 from eae.core.temperature import store_temperature_columns
 
+from eae.experiments.sweep.experiments import (code_variable, faces_eae_config, faces_point,
+                                               image_eae_config, image_point, rd_eae_config,
+                                               rd_point)
 from eae.experiments.sweep.table import CONVERGENCE_VARIABLES, ROW_COLUMNS
 
 log = logging.getLogger("eae")
 
 SCHEDULES = ("linear", "geometric")
+#: What a point writes (:func:`sweep_point_stage`'s ``outputs``).
+OUTPUT_KEYS = ("model", "ensemble", "row", "convergence")
 #: Keys of the ``analysis`` config section that a point's metrics depend on (only
 #: these enter the job's params, so e.g. a figure setting reruns no point).
 ANALYSIS_KEYS = ("active_threshold", "relative_active_fraction", "pca_variance", "probe", "seed", "batch_size",
@@ -39,25 +44,31 @@ class Experiment:
     ``run(cfg, inputs, paths, checkpoint_dir, analysis)`` trains the point's EAE
     (``cfg``: the point's eae config, see :func:`point_config`), samples its ensemble
     to ``paths["ensemble"]`` (a store with ``(chain, draw, …)`` variables ``loss``,
-    ``kinetic_temperature`` and, for images, ``latent``) and returns its metrics
-    (``test_mse``, ``active_units``, ``probe_accuracy``, … as a dict).
-    ``inputs``: path templates with ``{experiment}`` (e.g. the data store).
+    ``kinetic_temperature`` and a code variable, ``latent`` or ``latent_code``, see
+    :data:`eae.experiments.sweep.experiments.CODE_VARIABLES`) and returns its metrics
+    (:data:`eae.experiments.sweep.experiments.METRIC_KEYS` as a dict).
+    ``inputs``: the names of the input files ``run`` reads (e.g. ``data``, the data store).
+    ``eae_config(config, experiment, temperature)``: the experiment's eae config (model,
+    sampler, train, ensemble) that a point at ``temperature`` starts from.
     """
 
     run: Callable[..., dict[str, Any]]
-    inputs: Mapping[str, str]
+    inputs: tuple[str, ...]
+    eae_config: Callable[[Mapping[str, Any], str, float], Mapping[str, Any]]
 
 
 #: name -> :class:`Experiment`; the schema's ``sweep.experiment`` enum lists the same names.
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def register_experiment(*names: str, inputs: Mapping[str, str]):
-    """Decorator: register ``run`` (see :class:`Experiment`) for the named experiments."""
+def register_experiment(*names: str, inputs: Iterable[str],
+                        eae_config: Callable[[Mapping[str, Any], str, float], Mapping[str, Any]]):
+    """Decorator: register ``run`` and ``eae_config`` (see :class:`Experiment`) for the
+    named experiments."""
 
     def wrap(run):
         for name in names:
-            EXPERIMENTS[name] = Experiment(run=run, inputs=dict(inputs))
+            EXPERIMENTS[name] = Experiment(run=run, inputs=tuple(inputs), eae_config=eae_config)
         return run
 
     return wrap
@@ -69,50 +80,9 @@ def _experiment(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
-def experiment_inputs(experiment: str) -> dict[str, str]:
-    """The input files of a point of ``experiment`` (the workflow's rule inputs)."""
-    return {k: v.format(experiment=experiment) for k, v in _experiment(experiment).inputs.items()}
-
-
-@register_experiment("mnist", "frey", inputs={"data": "results/data/{experiment}.zarr"})
-def image_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mapping[str, Path],
-                checkpoint_dir, analysis: Mapping[str, Any]) -> dict[str, Any]:
-    """A point of an image experiment: the ``train_eae`` and ``ensemble`` stages, then
-    Table 1's EAE metrics (decoder applied to the ensemble-mean code).
-    ``temperature_reached``: the target T at the last training step (history.csv)."""
-    from eae.core.ensemble import ensemble_stage
-    from eae.experiments.images.metrics import eae_metrics, load_test_data
-    from eae.experiments.images.eae import IMAGES, train_images_stage
-
-    data = inputs["data"]
-    t0 = time.perf_counter()
-    # Without the ensemble block, so that the training checkpoint survives a change of
-    # ensemble settings (the rerun then only samples and scores).
-    train_cfg = {k: v for k, v in cfg.items() if k != "ensemble"}
-    history = train_images_stage(train_cfg, data, paths["model"], checkpoint_dir=checkpoint_dir)
-    t1 = time.perf_counter()
-    ensemble_stage(IMAGES, dict(cfg), data, paths["model"], paths["ensemble"])
-    t2 = time.perf_counter()
-    x_test, labels, _ = load_test_data(data)
-    row = eae_metrics({"eae": Path(paths["model"]), "ensemble": Path(paths["ensemble"])},
-                      x_test, labels, analysis)
-    last = history.iloc[-1]
-    return {
-        "test_mse": row["test_mse"],
-        "active_units": row["active_units"],
-        "active_units_all_samples": row["active_units_all_samples"],
-        "active_units_relative": row["active_units_relative"],
-        "code_scale": row["code_scale"],
-        "pcs_99": row["pcs_99"],
-        "probe_accuracy": row["probe_accuracy"],
-        "latent_dim": row["latent_dim"],
-        "n_test": row["n_test"],
-        "train_loss_final": float(last["loss_mean"]),
-        "val_loss_final": float(last["val_loss"]) if "val_loss" in last else math.nan,
-        "temperature_reached": float(last["temperature"]),
-        "train_s": t1 - t0,
-        "ensemble_s": t2 - t1,
-    }
+register_experiment("mnist", "frey", inputs=("data",), eae_config=image_eae_config)(image_point)
+register_experiment("faces", inputs=("data",), eae_config=faces_eae_config)(faces_point)
+register_experiment("rd", inputs=("data",), eae_config=rd_eae_config)(rd_point)
 
 
 # --------------------------------------------------------------------------- tags
@@ -210,7 +180,8 @@ def _point_settings(sweep_cfg: Mapping[str, Any], tag: str) -> dict[str, Any]:
 def point_config(experiment_eae_cfg: Mapping[str, Any], sweep_cfg: Mapping[str, Any],
                  tag: str) -> dict[str, Any]:
     """The eae config of one point: ``experiment_eae_cfg`` (``model``, ``sampler``,
-    ``train``, ``ensemble``) with the point's temperature; annealed points get
+    ``train``, ``ensemble``; see :class:`Experiment`'s ``eae_config``) with the point's
+    temperature (also its top-level ``temperature``, where it has one); annealed points get
     ``final_temperature`` and ``schedule``, constant ones ``final_temperature: None``
     and ``schedule: constant``; non-null ``sweep.train`` values replace the
     experiment's, ``sweep.ensemble`` replaces members and thin."""
@@ -224,6 +195,8 @@ def point_config(experiment_eae_cfg: Mapping[str, Any], sweep_cfg: Mapping[str, 
         sampler.update(temperature=settings["from"], final_temperature=settings["to"],
                        schedule=settings["schedule"])
     cfg["sampler"] = sampler
+    if "temperature" in cfg:  # a faces run config names its temperature at the top too
+        cfg["temperature"] = sampler["temperature"]
     train = dict(cfg.get("train") or {})
     train.update({k: copy.deepcopy(v) for k, v in (sweep_cfg.get("train") or {}).items()
                   if v is not None})
@@ -235,50 +208,22 @@ def point_config(experiment_eae_cfg: Mapping[str, Any], sweep_cfg: Mapping[str, 
 
 
 def point_params(config: Mapping[str, Any], experiment: str, tag: str) -> dict[str, Any]:
-    """Everything one point depends on (the rule's ``params``): its eae config, the
-    ``analysis`` keys its metrics use and the sweep's diagnostics settings."""
-    _experiment(experiment)
+    """Everything one point depends on (the rule's ``params``): its eae config (the
+    experiment's, :class:`Experiment`'s ``eae_config`` at the point's initial
+    temperature, through :func:`point_config`), the ``analysis`` keys its metrics use and
+    the sweep's diagnostics settings. ValueError for an unknown experiment or point."""
+    spec = _experiment(experiment)
     sweep_cfg = config["sweep"]
+    settings = _point_settings(sweep_cfg, tag)
+    start = settings["temperature"] if settings["kind"] == "constant" else settings["from"]
     analysis = config.get("analysis") or {}
     return {
         "experiment": experiment,
         "point": tag,
-        "eae": point_config(config[experiment]["eae"], sweep_cfg, tag),
+        "eae": point_config(spec.eae_config(config, experiment, float(start)), sweep_cfg, tag),
         "analysis": {k: copy.deepcopy(analysis[k]) for k in ANALYSIS_KEYS if k in analysis},
         "diagnostics": dict(sweep_cfg.get("diagnostics") or {}),
     }
-
-
-def point_paths(experiment: str, tag: str, results_dir: str | os.PathLike = "results"
-                ) -> dict[str, Path]:
-    """Where a point's outputs and checkpoint live (the workflow's layout)."""
-    r = Path(results_dir)
-    base = r / "sweep" / experiment / tag
-    return {
-        "model": base / "model",
-        "ensemble": base / "ensemble.zarr",
-        "row": base / "row.csv",
-        "convergence": base / "convergence.csv",
-        "checkpoint": r / "checkpoints" / "sweep" / experiment / tag,
-    }
-
-
-def table_paths(experiment: str, results_dir: str | os.PathLike = "results") -> dict[str, Path]:
-    """The sweep table stage's outputs."""
-    r = Path(results_dir)
-    return {
-        "csv": r / "sweep" / experiment / "sweep.csv",
-        "md": r / "tables" / f"sweep_{experiment}.md",
-        "figure": r / "figures" / f"sweep_{experiment}.png",
-        "json": r / "sweep" / experiment / "recommended.json",
-    }
-
-
-def sweep_targets(sweep_cfg: Mapping[str, Any]) -> list[str]:
-    """The sweep's final outputs when ``sweep.enabled`` (for the default target)."""
-    if not sweep_cfg.get("enabled", False):
-        return []
-    return [str(p) for p in table_paths(sweep_cfg["experiment"]).values()]
 
 
 # --------------------------------------------------------------------------- one point
@@ -298,9 +243,11 @@ def ensemble_summary(store, test_points: int = 10, max_elements: int | None = 25
     (q95 − q05), ``kinetic_temperature_mean`` (over all members), and for each variable
     of :data:`CONVERGENCE_VARIABLES` in the store ``rhat_<v>`` (max over components),
     ``ess_bulk_<v>``, ``ess_tail_<v>`` (min), plus ``rhat`` / ``ess_bulk`` /
-    ``ess_tail`` (worst over variables). ``latent`` is restricted to ``test_points``
-    evenly spaced test samples and at most ``max_elements`` components. With fewer
-    than 4 draws per chain the diagnostics are NaN.
+    ``ess_tail`` (worst over variables). ``latent`` is the store's code variable
+    (:func:`eae.experiments.sweep.experiments.code_variable`: ``latent``, or e.g. the
+    SINDy-EAE's ``latent_code``; left out when the store has none), restricted to
+    ``test_points`` evenly spaced test samples and at most ``max_elements`` components.
+    With fewer than 4 draws per chain the diagnostics are NaN.
     """
     from eae.core.diagnostics import MIN_DRAWS, convergence_table
     from eae.support.io import open_zarr
@@ -317,6 +264,11 @@ def ensemble_summary(store, test_points: int = 10, max_elements: int | None = 25
         "loss_q05": float(q05), "loss_q95": float(q95), "loss_spread": float(q95 - q05),
         "kinetic_temperature_mean": float(np.mean(ds["kinetic_temperature"].values)),
     }
+    code = code_variable(ds)
+    if code is None:
+        log.info("sweep: the ensemble store has no code variable: no latent R̂/ESS")
+    elif code != "latent":
+        ds = _code_as_latent(ds, code)
     variables = [v for v in CONVERGENCE_VARIABLES if v in ds.data_vars]
     if "latent" in variables and "sample" in ds["latent"].dims:
         ds = ds.isel(sample=_fixed_test_points(ds.sizes["sample"], test_points))
@@ -329,10 +281,26 @@ def ensemble_summary(store, test_points: int = 10, max_elements: int | None = 25
         v = rec["variable"]
         for stat in ("rhat", "ess_bulk", "ess_tail"):
             row[f"{stat}_{v}"] = float(rec.get(stat, math.nan))
+    for v in CONVERGENCE_VARIABLES:  # e.g. a store without codes: NaN, not missing
+        for stat in ("rhat", "ess_bulk", "ess_tail"):
+            row.setdefault(f"{stat}_{v}", math.nan)
     row["rhat"] = _worst([row.get(f"rhat_{v}") for v in variables], max)
     row["ess_bulk"] = _worst([row.get(f"ess_bulk_{v}") for v in variables], min)
     row["ess_tail"] = _worst([row.get(f"ess_tail_{v}") for v in variables], min)
     return row, table
+
+
+def _code_as_latent(ds, code: str):
+    """loss, kinetic_temperature and the code variable ``code`` (as ``latent``; a
+    dimension of that name, the SINDy store's, is renamed ``unit``)."""
+    import xarray as xr
+
+    da = ds[code]
+    if "latent" in da.dims or "latent" in da.coords:
+        da = da.rename({"latent": "unit"})
+    log.info("sweep: the store's codes %r enter the diagnostics as 'latent'", code)
+    return xr.Dataset({"loss": ds["loss"], "kinetic_temperature": ds["kinetic_temperature"],
+                       "latent": da}, attrs=ds.attrs)
 
 
 def _worst(values: Iterable[Any], pick) -> float:
@@ -344,15 +312,16 @@ def _worst(values: Iterable[Any], pick) -> float:
 
 
 def sweep_point_stage(params: Mapping[str, Any], inputs: Mapping[str, str],
-                      outputs: Mapping[str, str | os.PathLike] | None = None,
+                      outputs: Mapping[str, str | os.PathLike],
                       checkpoint_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Workflow stage ``sweep_point``: train (resuming from ``checkpoint_dir``), sample
     and score one point; writes ``row.csv`` (one row, :data:`ROW_COLUMNS`),
     ``convergence.csv`` and their provenance sidecars.
 
-    ``params``: :func:`point_params`. ``inputs``: the experiment's input files
-    (:func:`experiment_inputs`). ``outputs``: ``model``, ``ensemble``, ``row``,
-    ``convergence`` (default: :func:`point_paths` under ``results/``).
+    ``params``: :func:`point_params`. ``inputs``: the experiment's input files (the
+    names its :class:`Experiment` lists). ``outputs``: ``model``, ``ensemble``, ``row``,
+    ``convergence`` (the workflow's layout: :func:`eae.workflow.sweep_point_paths`).
+    ``checkpoint_dir``: the running training checkpoint (None: in the model folder).
     """
     from eae.experiments.images.metrics import resolve_config
     from eae.support.provenance import make_record, now_iso, record_outputs
@@ -362,9 +331,14 @@ def sweep_point_stage(params: Mapping[str, Any], inputs: Mapping[str, str],
     experiment, tag = params["experiment"], params["point"]
     cfg = params["eae"]
     settings = parse_tag(tag)
-    paths = point_paths(experiment, tag)
-    paths.update({k: Path(v) for k, v in dict(outputs or {}).items()})
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else paths["checkpoint"]
+    missing = [k for k in OUTPUT_KEYS if k not in outputs]
+    if missing:
+        raise ValueError(f"sweep point {tag}: outputs lacks {missing}")
+    paths = {k: Path(outputs[k]) for k in OUTPUT_KEYS}
+    needed = [k for k in _experiment(experiment).inputs if k not in inputs]
+    if needed:
+        raise ValueError(f"sweep point {tag} of {experiment}: inputs lacks {needed}")
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     analysis = resolve_config(params.get("analysis"))
     diag = params.get("diagnostics") or {}
     log.info("sweep %s point %s: T = %s%s", experiment, tag, cfg["sampler"]["temperature"],
