@@ -24,8 +24,6 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 
 #: The image experiments (``eae.experiments.images``), each a top-level config section.
 IMAGE_DATASETS = ("mnist", "frey")
-#: Models of an image experiment's Table 1 block and where each lives below results/<dataset>/.
-IMAGE_MODELS = ("eae", "vae", "ae")
 
 __all__ = [
     "RESULTS",
@@ -33,7 +31,6 @@ __all__ = [
     "LOGS",
     "BENCHMARKS",
     "IMAGE_DATASETS",
-    "IMAGE_MODELS",
     "eae_sources",
     "workflow_files",
     "all_targets",
@@ -147,14 +144,15 @@ def image_paths(dataset: str, results: str | os.PathLike = RESULTS) -> dict[str,
     }
 
 
-def analysis_inputs(dataset: str, models: Sequence[str] = IMAGE_MODELS,
+def analysis_inputs(dataset: str, models: Sequence[str] = ("eae", "vae", "ae"),
                     results: str | os.PathLike = RESULTS) -> dict[str, str]:
     """The inputs the metrics and figures stages read for ``models`` (named as in
     :func:`image_paths`): the data store, and per model its folder (the EAE: model and
     ensemble store)."""
+    from eae.experiments.images.metrics import path_keys
+
     p = image_paths(dataset, results)
-    keys = ["data"] + [k for m in models for k in (("eae", "ensemble") if m == "eae" else (m,))]
-    return {k: str(p[k]) for k in keys}
+    return {k: str(p[k]) for k in path_keys(models)}
 
 
 def image_analysis_targets(config: Mapping[str, Any]) -> list[str]:

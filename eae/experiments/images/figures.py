@@ -511,7 +511,7 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
     named in ``outputs`` (keys ``interpolation``, ``densities``, ``samples`` → PNG paths)
     for ``dataset`` and a provenance sidecar for each. ``paths``: the inputs, as in
     :func:`eae.experiments.images.metrics.model_metrics`."""
-    from eae.experiments.images.metrics import _needed, _require, _resolve_paths
+    from eae.experiments.images.metrics import _require, _resolve_paths, model_inputs, path_keys
     from eae.support.provenance import make_record, now_iso, record_outputs
 
     started = now_iso()
@@ -520,7 +520,7 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
     if unknown:
         raise ValueError(f"unknown figure kind(s) {unknown}; choose from {list(FIGURE_KINDS)}")
     p = _resolve_paths(paths)
-    _require(p, _needed(cfg))
+    _require(p, path_keys(cfg["models"]))
     x_test, labels, image_shape = load_test_data(p["data"])
     models = _Models(p, x_test, labels, cfg)
     names = list(cfg["models"])
@@ -537,13 +537,8 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
         for out in written.values():  # leave no partial set of figures behind
             Path(out).unlink(missing_ok=True)
         raise
-    inputs = [p["data"]]
-    for name in names:
-        if name == "eae":
-            inputs += [Path(p["eae"]) / "decoder.keras", p["ensemble"]]
-        else:
-            inputs += [Path(p[name]) / "encoder.keras", Path(p[name]) / "decoder.keras"]
-    record = make_record(f"images_figures_{dataset}", config=cfg, seeds={"seed": cfg["seed"]}, inputs=inputs,
+    record = make_record(f"images_figures_{dataset}", config=cfg, seeds={"seed": cfg["seed"]},
+                         inputs=model_inputs(p, names),
                          started=started)
     record_outputs(record, list(written.values()))
     for kind, out in written.items():

@@ -99,6 +99,8 @@ __all__ = [
     "pca_fit",
     "pca_reference",
     "PATH_KEYS",
+    "path_keys",
+    "model_inputs",
     "load_test_data",
     "model_metrics",
     "metrics_stage",
@@ -343,7 +345,7 @@ def model_metrics(dataset: str, paths: Mapping[str, str | os.PathLike],
     """
     cfg = resolve_config(cfg)
     p = _resolve_paths(paths)
-    _require(p, _needed(cfg))
+    _require(p, path_keys(cfg["models"]))
     x_test, labels, _ = load_test_data(p["data"])
     rows = []
     for model in cfg["models"]:
@@ -372,9 +374,11 @@ def model_metrics(dataset: str, paths: Mapping[str, str | os.PathLike],
     return frame[columns]
 
 
-def _input_list(p: Mapping[str, Path], cfg: Mapping[str, Any]) -> list[Path]:
+def model_inputs(p: Mapping[str, Path], models: Iterable[str]) -> list[Path]:
+    """The files the models' scores or figures read (the provenance's inputs): the data
+    store, the EAE's decoder and ensemble store, each baseline's encoder and decoder."""
     out = [p["data"]]
-    for model in cfg["models"]:
+    for model in models:
         if model == "eae":
             out += [Path(p["eae"]) / "decoder.keras", p["ensemble"]]
         else:
@@ -382,8 +386,9 @@ def _input_list(p: Mapping[str, Path], cfg: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-def _needed(cfg: Mapping[str, Any]) -> list[str]:
-    return ["data"] + [k for m in cfg["models"] for k in (("eae", "ensemble") if m == "eae" else (m,))]
+def path_keys(models: Iterable[str]) -> list[str]:
+    """The ``paths`` entries that scoring ``models`` needs (names of :data:`PATH_KEYS`)."""
+    return ["data"] + [k for m in models for k in (("eae", "ensemble") if m == "eae" else (m,))]
 
 
 def metrics_stage(dataset: str, cfg: Mapping[str, Any] | None, out_csv: str | os.PathLike,
@@ -397,7 +402,7 @@ def metrics_stage(dataset: str, cfg: Mapping[str, Any] | None, out_csv: str | os
     write_csv_atomic(frame, out_csv)
     p = _resolve_paths(paths)
     record = make_record(f"images_metrics_{dataset}", config=full, seeds={"seed": full["seed"]},
-                         inputs=_input_list(p, full), started=started)
+                         inputs=model_inputs(p, full["models"]), started=started)
     record_outputs(record, [out_csv])
     log.info("metrics %s:\n%s", dataset, frame.drop(columns=["mse_of", "active_of", "probe"]).to_string(index=False))
     return frame

@@ -15,6 +15,7 @@ last training step) and the wall times ``train_s`` / ``ensemble_s``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -42,6 +43,17 @@ def _without_ensemble(cfg: Mapping[str, Any]) -> dict[str, Any]:
     # Without the ensemble block, so that the training checkpoint survives a change of
     # ensemble settings (the rerun then only samples and scores).
     return {k: v for k, v in cfg.items() if k != "ensemble"}
+
+
+def _train_and_sample(train, sample, cfg: Mapping[str, Any], data, paths: Mapping[str, Path],
+                      checkpoint_dir):
+    """``train`` (resuming from ``checkpoint_dir``) then ``sample`` the ensemble store;
+    (history, t0, t1, t2) with the wall clock before, between and after."""
+    t0 = time.perf_counter()
+    history = train(_without_ensemble(cfg), data, paths["model"], checkpoint_dir=checkpoint_dir)
+    t1 = time.perf_counter()
+    sample(dict(cfg), data, paths["model"], paths["ensemble"])
+    return history, t0, t1, time.perf_counter()
 
 
 def _run_metrics(row: Mapping[str, Any], history, t0: float, t1: float, t2: float) -> dict[str, Any]:
@@ -92,12 +104,9 @@ def image_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mappin
     from eae.experiments.images.eae import IMAGES, train_images_stage
 
     data = inputs["data"]
-    t0 = time.perf_counter()
-    history = train_images_stage(_without_ensemble(cfg), data, paths["model"],
-                                 checkpoint_dir=checkpoint_dir)
-    t1 = time.perf_counter()
-    ensemble_stage(IMAGES, dict(cfg), data, paths["model"], paths["ensemble"])
-    t2 = time.perf_counter()
+    history, t0, t1, t2 = _train_and_sample(
+        train_images_stage, functools.partial(ensemble_stage, IMAGES), cfg, data, paths,
+        checkpoint_dir)
     x_test, labels, _ = load_test_data(data)
     row = eae_metrics({"eae": Path(paths["model"]), "ensemble": Path(paths["ensemble"])},
                       x_test, labels, analysis)
@@ -118,12 +127,8 @@ def faces_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mappin
     from eae.support.io import open_zarr
 
     data = inputs["data"]
-    t0 = time.perf_counter()
-    history = train_faces_stage(_without_ensemble(cfg), data, paths["model"],
-                                checkpoint_dir=checkpoint_dir)
-    t1 = time.perf_counter()
-    ensemble_faces_stage(dict(cfg), data, paths["model"], paths["ensemble"])
-    t2 = time.perf_counter()
+    history, t0, t1, t2 = _train_and_sample(train_faces_stage, ensemble_faces_stage, cfg, data,
+                                            paths, checkpoint_dir)
     store_index = np.asarray(open_zarr(paths["ensemble"])["store_index"].values)
     faces = to_float(load_faces_at(data, store_index))
     row = eae_metrics({"eae": Path(paths["model"]), "ensemble": Path(paths["ensemble"])},
@@ -146,12 +151,8 @@ def rd_point(cfg: Mapping[str, Any], inputs: Mapping[str, str], paths: Mapping[s
     from eae.experiments.rd.eae import coefficients_stage, train_sindy_stage
 
     data = inputs["data"]
-    t0 = time.perf_counter()
-    history = train_sindy_stage(_without_ensemble(cfg), data, paths["model"],
-                                checkpoint_dir=checkpoint_dir)
-    t1 = time.perf_counter()
-    coefficients_stage(dict(cfg), data, paths["model"], paths["ensemble"])
-    t2 = time.perf_counter()
+    history, t0, t1, t2 = _train_and_sample(train_sindy_stage, coefficients_stage, cfg, data,
+                                            paths, checkpoint_dir)
     x_test = load_rd_split(data, "test")["x"]
     row = code_metrics(paths["ensemble"], paths["model"], x_test, analysis)
     return _run_metrics(row, history, t0, t1, t2)
