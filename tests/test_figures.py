@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from eae import figures  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_metrics import IMAGE_SHAPE, build_fake_results  # noqa: E402
+from helpers import IMAGE_SHAPE, build_fake_results  # noqa: E402
 
 SMALL_CFG = {"chunk_members": 3, "probe": {"k": 3, "folds": 3}, "interpolate": {"classes": [0, 2], "steps": 5},
              "density_members": 5, "n_samples": 6, "sample_members": 3, "dpi": 40}
