@@ -36,6 +36,14 @@ __all__ = [
     "all_targets",
     "result_targets",
     "enabled_image_datasets",
+    "user_datasets",
+    "image_datasets",
+    "labelled_image_datasets",
+    "image_section",
+    "dataset_source_files",
+    "dataset_prepare_cfg",
+    "images_ensemble_cfg",
+    "wildcard_pattern",
     "image_paths",
     "analysis_inputs",
     "image_analysis_targets",
@@ -46,6 +54,7 @@ __all__ = [
     "metrics_cfg",
     "diagnostics_runs",
     "diagnostics_targets",
+    "diagnostics_run_pattern",
     "ensemble_store",
     "faces_tags",
     "faces_raw_inputs",
@@ -128,8 +137,83 @@ def sampler_check_cfg(config: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- images
 
 
+def user_datasets(config: Mapping[str, Any], enabled_only: bool = False) -> list[str]:
+    """The names of the ``datasets:`` section (its enabled ones with ``enabled_only``)."""
+    entries = config.get("datasets") or {}
+    return [name for name, entry in entries.items() if entry["enabled"] or not enabled_only]
+
+
+def image_datasets(config: Mapping[str, Any]) -> list[str]:
+    """Every dataset the image chain can run: MNIST, Frey and the ``datasets:`` entries
+    (the ``{dataset}`` wildcard's values)."""
+    return list(IMAGE_DATASETS) + user_datasets(config)
+
+
 def enabled_image_datasets(config: Mapping[str, Any]) -> list[str]:
-    return [d for d in IMAGE_DATASETS if config[d]["enabled"]]
+    """The datasets of the default target: the enabled built-in ones, then the enabled
+    ``datasets:`` entries."""
+    return [d for d in IMAGE_DATASETS if config[d]["enabled"]] + user_datasets(config, True)
+
+
+def labelled_image_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The image datasets with class labels (they get the interpolation figure): MNIST
+    and the ``datasets:`` entries whose source has labels (looked up, not read:
+    :func:`eae.experiments.datasets.sources.peek`)."""
+    from eae.experiments.datasets.sources import peek
+
+    labelled = ["mnist"]
+    for name in user_datasets(config):
+        try:
+            if peek(name, config["datasets"][name]).has_labels:
+                labelled.append(name)
+        except ValueError:
+            pass  # a missing or unreadable source: the config check reports it
+    return labelled
+
+
+def image_section(config: Mapping[str, Any], dataset: str) -> Mapping[str, Any]:
+    """The config of an image dataset: the top-level ``mnist`` / ``frey`` section, or the
+    ``datasets.<name>`` entry."""
+    if dataset in IMAGE_DATASETS:
+        return config[dataset]
+    entries = config.get("datasets") or {}
+    if dataset not in entries:
+        raise ValueError(f"unknown image dataset {dataset!r}; known: {image_datasets(config)}")
+    return entries[dataset]
+
+
+def wildcard_pattern(names: Sequence[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (none: a pattern that matches nothing)."""
+    import re
+
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def dataset_source_files(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """The files datasets_prepare reads (a folder's files, sorted): an edit of any reruns
+    the preparation. Missing sources give no inputs (the config check names them)."""
+    from eae.experiments.datasets.sources import resolve_path
+
+    path = resolve_path(config["datasets"][dataset])
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        return sorted(str(f) for f in path.rglob("*") if f.is_file())
+    return []
+
+
+def dataset_prepare_cfg(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """What preparing a ``datasets:`` entry depends on: the entry without its model and
+    training blocks (a new latent size retrains, it does not re-prepare)."""
+    entry = config["datasets"][dataset]
+    return {k: v for k, v in entry.items() if k not in ("enabled", "model", "eae", "vae", "ae")}
+
+
+def _eae_block(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    if dataset in IMAGE_DATASETS:
+        return dict(config[dataset]["eae"])
+    entry = config["datasets"][dataset]
+    return {"model": entry["model"], **entry["eae"]}  # one model block for EAE, VAE and AE
 
 
 def image_paths(dataset: str, results: str | os.PathLike = RESULTS) -> dict[str, Path]:
@@ -156,8 +240,8 @@ def analysis_inputs(dataset: str, models: Sequence[str] = ("eae", "vae", "ae"),
 
 
 def image_analysis_targets(config: Mapping[str, Any]) -> list[str]:
-    """Table 1 and the image figures for the enabled datasets (interpolation: MNIST only,
-    it needs class labels)."""
+    """Table 1 and the image figures for the enabled datasets (interpolation: those with
+    class labels)."""
     datasets = enabled_image_datasets(config)
     if not datasets:
         return []
@@ -167,8 +251,8 @@ def image_analysis_targets(config: Mapping[str, Any]) -> list[str]:
             f"{RESULTS}/figures/{dataset}_latent_densities.png",
             f"{RESULTS}/figures/{dataset}_samples.png",
         ]
-        if dataset == "mnist":
-            targets.append(f"{RESULTS}/figures/{dataset}_interpolation.png")
+    labelled = labelled_image_datasets(config)
+    targets += [f"{RESULTS}/figures/{d}_interpolation.png" for d in datasets if d in labelled]
     return targets
 
 
@@ -194,12 +278,20 @@ def frey_raw_input(config: Mapping[str, Any]) -> dict[str, str]:
 def images_train_cfg(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     """What EAE training depends on: the EAE block without its ensemble settings (a new
     ensemble size resamples, it does not retrain)."""
-    return {k: v for k, v in config[dataset]["eae"].items() if k != "ensemble"}
+    return {k: v for k, v in _eae_block(config, dataset).items() if k != "ensemble"}
+
+
+def images_ensemble_cfg(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """What the ensemble stage depends on: the whole EAE block."""
+    return _eae_block(config, dataset)
 
 
 def baseline_cfg(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, Any]:
     """The block one baseline job (``vae`` or ``ae`` of ``dataset``) depends on."""
-    return config[dataset][model]
+    if dataset in IMAGE_DATASETS:
+        return config[dataset][model]
+    entry = config["datasets"][dataset]
+    return {**entry[model], "model": entry["model"]}
 
 
 def metrics_cfg(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,8 +305,9 @@ def metrics_cfg(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def diagnostics_runs(config: Mapping[str, Any]) -> list[str]:
-    """The runs whose ensemble stores get convergence diagnostics: image datasets,
-    ``rd`` and one ``faces/eae_T<T>`` per faces temperature."""
+    """The runs whose ensemble stores get convergence diagnostics: image datasets (the
+    ``datasets:`` entries included), ``rd`` and one ``faces/eae_T<T>`` per faces
+    temperature."""
     runs = list(enabled_image_datasets(config))
     if config["rd"]["enabled"]:
         runs.append("rd")
@@ -226,6 +319,11 @@ def diagnostics_runs(config: Mapping[str, Any]) -> list[str]:
 def diagnostics_targets(config: Mapping[str, Any]) -> list[str]:
     return [f"{RESULTS}/{run}/diagnostics.{ext}" for run in diagnostics_runs(config)
             for ext in ("csv", "png")]
+
+
+def diagnostics_run_pattern(config: Mapping[str, Any]) -> str:
+    """The diagnostics rule's ``{run}`` constraint: image datasets, rd, faces temperatures."""
+    return f"{wildcard_pattern(image_datasets(config))}|rd|faces/eae_T[^/]+"
 
 
 def ensemble_store(run: str) -> str:
@@ -323,18 +421,24 @@ _SWEEP_DATA = {
 }
 
 
-def sweep_experiments() -> list[str]:
-    """The experiments the sweep can run (a wildcard constraint of the sweep rules)."""
+def sweep_experiments(config: Mapping[str, Any] | None = None) -> list[str]:
+    """The experiments the sweep can run (a wildcard constraint of the sweep rules): the
+    built-in ones and the ``datasets:`` entries of ``config``."""
     from eae.experiments.sweep.points import EXPERIMENTS
 
-    return [name for name in EXPERIMENTS if name in _SWEEP_DATA]
+    builtin = [name for name in EXPERIMENTS if name in _SWEEP_DATA]
+    return builtin + (user_datasets(config) if config is not None else [])
 
 
-def sweep_inputs(experiment: str) -> dict[str, str]:
-    """The input files of a sweep point of ``experiment``."""
-    if experiment not in _SWEEP_DATA:
-        raise ValueError(f"sweep: unknown experiment {experiment!r}; known: {sorted(_SWEEP_DATA)}")
-    return {"data": _SWEEP_DATA[experiment]}
+def sweep_inputs(experiment: str, config: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The input files of a sweep point of ``experiment`` (a ``datasets:`` entry of
+    ``config``: its prepared store)."""
+    if experiment in _SWEEP_DATA:
+        return {"data": _SWEEP_DATA[experiment]}
+    if config is not None and experiment in user_datasets(config):
+        return {"data": str(image_paths(experiment)["data"])}
+    known = sorted(_SWEEP_DATA) + (user_datasets(config) if config is not None else [])
+    raise ValueError(f"sweep: unknown experiment {experiment!r}; known: {known}")
 
 
 def sweep_point_paths(experiment: str, tag: str, results: str | os.PathLike = RESULTS

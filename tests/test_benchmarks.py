@@ -24,6 +24,7 @@ NUMBER = r"(\S+?)"  # parsed by float() below: "nan" or "inf" must fail as such,
 
 #: per benchmark, the ratio lines it prints; each group is one ratio
 RATIO_LINES = {
+    "api_step_time.py": [rf"^ratio api/workflow = {NUMBER}\s"],
     "chains.py": [rf"^ratio together/separate = {NUMBER}\s"],
     "ensemble_memory.py": [rf"^peak memory ratio {phase} +M=\d+/M=\d+ = {NUMBER}\s"
                            for phase in ("sampling", "reading")],

@@ -147,7 +147,7 @@ BAD_CONFIGS = {
     "typo in a key": ({"mnist": {"eae": {"sampler": {"tempreature": 1.0}}}},
                       ["mnist.eae.sampler.tempreature: unknown key (did you mean 'temperature'?)",
                        "allowed keys of mnist.eae.sampler: chain_length, dt,"]),
-    "unknown section": ({"bogus": 1}, ["bogus: unknown key; allowed keys of <root>: analysis, diagnostics, faces"]),
+    "unknown section": ({"bogus": 1}, ["bogus: unknown key; allowed keys of <root>: analysis, datasets, diagnostics, faces"]),
     "file source without a path": ({"mnist": {"data": {"source": "file"}}},
                                    ["mnist.data.path: must be a string when source is 'file', got null"]),
     # data files of experiments that will run (relative to the working directory)

@@ -43,6 +43,8 @@ __all__ = [
     "layer_seed",
     "KIND_KEYS",
     "KIND_SECTIONS",
+    "CONV_MIN_SIDE",
+    "resolve_model",
 ]
 
 #: The keys of an architecture block that each kind uses. The schema lists both kinds'
@@ -60,6 +62,9 @@ KIND_KEYS: dict[str, tuple[str, ...]] = {
 #: 784 → 512 → 256 → 64 → 256 → 512 → 784, sigmoid output) for mlp, the faces
 #: experiment's block (SPEC §3.3: latent 256, every transposed convolution ReLU) for conv.
 KIND_SECTIONS = {"mlp": "mnist.vae.model", "conv": "faces.model"}
+
+#: The smallest image side from which ``kind: auto`` picks the conv architecture.
+CONV_MIN_SIDE = 32
 
 #: The block that holds the keys of both kinds (types, ranges and unknown keys are
 #: checked against it).
@@ -332,6 +337,36 @@ def validate_model_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     filled = section(KIND_SECTIONS[kind], {k: v for k, v in cfg.items() if k in keys},
                      where="model")
     return {k: filled[k] for k in keys}
+
+
+def is_image_shape(sample_shape: Sequence[int]) -> bool:
+    """Whether a sample of this shape is an image: (rows, cols) or (rows, cols, 1 | 3)."""
+    shape = tuple(int(s) for s in sample_shape)
+    return len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3))
+
+
+def resolve_model(cfg: Mapping[str, Any], sample_shape: Sequence[int],
+                  unit_interval: bool) -> dict[str, Any]:
+    """A concrete architecture block for one whose ``kind`` or ``output_activation`` may
+    be ``auto`` (a ``datasets:`` entry, :func:`eae.fit`), for samples of ``sample_shape``.
+
+    ``kind: auto`` is conv for images (:func:`is_image_shape`) whose smaller side is at
+    least :data:`CONV_MIN_SIDE`, mlp otherwise (vectors, small images);
+    ``output_activation: auto`` is sigmoid when the data lie in [0, 1]
+    (``unit_interval``), linear otherwise, so the decoder can reach every value. Keys of
+    the other kind are dropped; a conv block for non-image samples is an error.
+    """
+    c = dict(cfg)
+    shape = tuple(int(s) for s in sample_shape)
+    if c.get("kind", "auto") == "auto":
+        big_image = is_image_shape(shape) and min(shape[:2]) >= CONV_MIN_SIDE
+        c["kind"] = "conv" if big_image else "mlp"
+    if c["kind"] == "conv" and not is_image_shape(shape):
+        raise ValueError(f"model.kind conv needs images (rows, cols[, 1 or 3 channels]); "
+                         f"the samples have shape {shape}")
+    if c.get("output_activation", "auto") == "auto":
+        c["output_activation"] = "sigmoid" if unit_interval else "linear"
+    return {k: c[k] for k in KIND_KEYS[c["kind"]] if k in c}
 
 
 def model_input_shape(

@@ -83,6 +83,14 @@ def _compare(args) -> int:
     return 0 if result.identical else 1
 
 
+def _example_data(args) -> int:
+    from eae.experiments.datasets.examples import write_example
+
+    path = write_example(args.name, args.output)
+    print(f"{path}: example dataset {args.name!r} (arrays x, y)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("a", help="a results directory, e.g. results")
     comp.add_argument("b", help="another, e.g. runs/baseline/results")
     comp.set_defaults(func=_compare)
+    example = sub.add_parser("example-data", help="write an example dataset that a dependency "
+                             "ships offline as an .npz a datasets: entry reads")
+    example.add_argument("name", choices=["digits"], help="digits: scikit-learn's 8 x 8 "
+                         "handwritten digits (1797 images, labels 0-9)")
+    example.add_argument("output", help="the .npz to write, e.g. data/digits.npz")
+    example.set_defaults(func=_example_data)
     return parser
 
 

@@ -167,7 +167,8 @@ def fill_defaults(config: Any, schema: dict) -> Any:
     created when their properties have defaults)."""
     if schema.get("type") != "object" or not isinstance(config, dict):
         return config
-    for key, sub in schema.get("properties", {}).items():
+    props = schema.get("properties", {})
+    for key, sub in props.items():
         if key not in config:
             if "default" in sub:
                 config[key] = copy.deepcopy(sub["default"])
@@ -175,6 +176,11 @@ def fill_defaults(config: Any, schema: dict) -> Any:
                 config[key] = {}
         if key in config:
             config[key] = fill_defaults(config[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):  # a mapping of named entries (``datasets``)
+        for key in config:
+            if key not in props:
+                config[key] = fill_defaults(config[key], extra)
     return config
 
 
@@ -369,6 +375,10 @@ def _section_schema(path: str, schema: dict | None) -> dict:
     node = schema if schema is not None else _package_schema(_schema_files_state())
     for key in path.split("."):
         props = node.get("properties") if isinstance(node, dict) else None
+        entry = node.get("additionalProperties") if isinstance(node, dict) else None
+        if isinstance(entry, dict) and (not isinstance(props, dict) or key not in props):
+            node = entry  # any name of a mapping of entries (``datasets.<name>``)
+            continue
         if not isinstance(props, dict) or key not in props:
             known = ", ".join(sorted(props)) if isinstance(props, dict) else "none"
             raise ConfigError(f"{path}: no such config section ({key!r} unknown; known: {known})")
@@ -489,9 +499,17 @@ def schema_markdown(schema: dict | None = None) -> str:
     ]
 
     def walk(node: dict, path: str, depth: int) -> None:
-        for key, sub in node.get("properties", {}).items():
+        children = dict(node.get("properties", {}))
+        if isinstance(node.get("additionalProperties"), dict):  # named entries
+            children["<name>"] = node["additionalProperties"]
+        for key, sub in children.items():
             full = f"{path}.{key}" if path else key
-            if sub.get("type") == "object" and "properties" in sub:
+            if sub.get("type") == "object" and "additionalProperties" in sub and isinstance(
+                    sub["additionalProperties"], dict) and "properties" not in sub:
+                lines.extend([f"{'#' * min(depth + 2, 6)} `{full}`", "",
+                              " ".join(str(sub.get("description", "")).split()), ""])
+                walk(sub, full, depth + 1)
+            elif sub.get("type") == "object" and "properties" in sub:
                 lines.extend([f"{'#' * min(depth + 2, 6)} `{full}`", "",
                               " ".join(str(sub.get("description", "")).split()), ""])
                 lines.extend(["| key | type | default | description |", "|---|---|---|---|"])

@@ -301,17 +301,24 @@ def _celeba_folder_exists(config):
 # --------------------------------------------------------------------------- models, training
 
 
+def _dataset_entries(config) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for name, entry in (config.get("datasets") or {}).items():
+        yield name, entry
+
+
 def _eae_blocks(config, rd: bool = True) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(key prefix, block with train and ensemble) of every EAE that is sampled."""
     for name, section in _image_sections(config):
         yield f"{name}.eae", section["eae"]
+    for name, entry in _dataset_entries(config):
+        yield f"datasets.{name}.eae", entry["eae"]
     if rd:
         yield "rd.eae", config["rd"]["eae"]
     yield "faces", config["faces"]
 
 
 @rule("encoder_steps_or_epochs",
-      reads=("mnist.eae.train", "frey.eae.train", "faces.train"),
+      reads=("mnist.eae.train", "frey.eae.train", "faces.train", "datasets"),
       keys="`<experiment>.eae.train.encoder_steps`, `encoder_epochs`; `faces.train.…`",
       description="At least one is set (not null): Simmering steps per decoder update, or passes "
                   "over the training set per decoder update.",
@@ -329,7 +336,7 @@ def _encoder_steps_or_epochs(config):
 @rule("ensemble_draws_per_chain",
       reads=("mnist.eae.train", "mnist.eae.ensemble", "frey.eae.train",
              "frey.eae.ensemble", "rd.eae.train", "rd.eae.ensemble", "faces.train",
-             "faces.ensemble"),
+             "faces.ensemble", "datasets"),
       keys="`<experiment>.eae.ensemble.members`, `<experiment>.eae.train.chains`; "
            "`rd.eae.…`; `faces.ensemble.members`, `faces.train.chains`",
       description=f"Each chain contributes ceil(members / chains) draws; the convergence "
@@ -364,11 +371,13 @@ def _model_blocks(config) -> Iterator[tuple[str, Mapping[str, Any]]]:
         for model in ("eae", "vae", "ae"):
             yield f"{name}.{model}.model", section[model]["model"]
     yield "faces.model", config["faces"]["model"]
+    for name, entry in _dataset_entries(config):
+        yield f"datasets.{name}.model", entry["model"]
 
 
 @rule("conv_decoder_layers",
       reads=(*(f"{e}.{m}.model" for e in IMAGE_EXPERIMENTS for m in ("eae", "vae", "ae")),
-             "faces.model"),
+             "faces.model", "datasets"),
       keys="`<model>.decoder_filters`, `<model>.decoder_strides` (kind conv)",
       description="The same length: one stride per transposed-convolution layer.",
       enforced_by="`eae.models.conv_decoder` (rules `images_train_eae`, `images_train_baseline`, `faces_train_eae`)")
@@ -421,6 +430,61 @@ def _sweep_points_distinct(config):
         yield (f"sweep.temperatures / sweep.annealed: point {tag} is configured "
                f"{tags.count(tag)} times (temperatures are compared at 7 significant digits); "
                f"allowed: distinct points")
+
+
+@rule("sweep_experiment_known",
+      reads=("sweep.experiment", "datasets"),
+      keys="`sweep.experiment`",
+      description="A built-in experiment (mnist, frey, faces, rd) or a `datasets` entry.",
+      enforced_by="`eae.experiments.sweep.point_params` (the sweep rules, when the DAG is built)")
+def _sweep_experiment_known(config):
+    known = ["mnist", "frey", "faces", "rd", *(config.get("datasets") or {})]
+    if config["sweep"]["experiment"] not in known:
+        yield (f"sweep.experiment = {config['sweep']['experiment']!r}; allowed: "
+               f"{', '.join(known)}")
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@rule("dataset_names",
+      reads=("datasets",),
+      keys="`datasets.<name>`",
+      description="Not a built-in experiment or config section (mnist, frey, faces, rd, sweep, "
+                  "validation, analysis, diagnostics, datasets) nor a folder of results/ (data, "
+                  "tables, figures, logs, benchmarks, checkpoints, provenance, report, archive).",
+      enforced_by="the image rules' `{dataset}` wildcard (outputs under results/<name>/)")
+def _dataset_names(config):
+    from eae.experiments.datasets.names import check_name
+
+    for name, _ in _dataset_entries(config):
+        problem = check_name(name)
+        if problem:
+            yield f"datasets.{name}: {problem}"
+
+
+@rule("dataset_sources",
+      reads=("datasets", "sweep.enabled", "sweep.experiment"), files=True,
+      keys="`datasets.<name>.path`, `format`, `x`",
+      description="An existing file or folder of a known format (.npz, .npy, Zarr, NetCDF, a "
+                  "folder of PNG/JPEG images) holding the array or variable `x`, for an entry "
+                  "that will run (enabled, or the sweep's experiment).",
+      enforced_by="`eae.experiments.datasets.prepare.prepare_dataset` (rule `datasets_prepare`)")
+def _dataset_sources(config):
+    sweep = config["sweep"]
+    for name, entry in _dataset_entries(config):
+        if not (entry["enabled"] or (sweep["enabled"] and sweep["experiment"] == name)):
+            continue
+        from eae.experiments.datasets.sources import peek  # reads NumPy / xarray: lazily
+
+        try:
+            peek(name, entry)
+        except ValueError as err:
+            path = Path(str(entry["path"])).expanduser()
+            note = _relative_note(path) if not path.exists() else ""
+            message = str(err)
+            prefix = "" if message.startswith(f"datasets.{name}") else f"datasets.{name}: "
+            yield f"{prefix}{message}{note}"
 
 
 # --------------------------------------------------------------------------- analysis

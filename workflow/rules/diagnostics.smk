@@ -1,6 +1,6 @@
 # Convergence diagnostics (ArviZ) of each experiment's ensemble store: split-R̂, bulk/tail
 # ESS, autocorrelation time -> results/<run>/diagnostics.{csv,png}. A run is an image
-# dataset (mnist, frey), rd, or one faces temperature (faces/eae_T<T>).
+# dataset (mnist, frey, a datasets: entry), rd, or one faces temperature (faces/eae_T<T>).
 # Stores: eae.workflow.ensemble_store.
 
 
@@ -24,7 +24,7 @@ rule diagnostics:
     benchmark:
         "results/benchmarks/{run}/diagnostics.tsv"
     wildcard_constraints:
-        run="mnist|frey|rd|faces/eae_T[^/]+",
+        run=wf.diagnostics_run_pattern(config),
     conda:
         "../../environment.yml"
     threads: 1

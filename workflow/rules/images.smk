@@ -1,5 +1,6 @@
 # The image experiments (SPEC §3.2; eae.experiments.images): MNIST and Frey Faces, each
-# a top-level config section ({dataset} = mnist | frey).
+# a top-level config section, and every entry of the datasets: section (its data
+# preparation is in datasets.smk) ({dataset} = mnist | frey | <datasets entry>).
 #
 #   images_download_{mnist,frey}  resources/<raw file>, checksummed (head node, once)
 #   images_prepare_{mnist,frey}   results/data/{dataset}.zarr
@@ -9,17 +10,18 @@
 #   images_metrics                results/{dataset}/metrics.csv         (Table 1 rows)
 #   images_table1                 results/tables/table1.{csv,md}
 #   images_figures                results/figures/{dataset}_{latent_densities,samples}.png
-#   images_interpolation          results/figures/mnist_interpolation.png (needs labels)
+#   images_interpolation          results/figures/{dataset}_interpolation.png (needs labels)
 #
 # Training checkpoints live OUTSIDE the directory() outputs, in results/checkpoints/:
 # Snakemake deletes the outputs of an incomplete job before rerunning it, and the
 # checkpoint must survive that so a killed job resumes. A checkpoint made with other
 # settings or data is ignored, so it never resumes a stale run. Settings:
-# config[dataset] (schemas/{mnist,frey}_data, eae, baselines) and config["analysis"].
+# config[dataset] (schemas/{mnist,frey}_data, eae, baselines) or config["datasets"][dataset]
+# (schemas/datasets) and config["analysis"], sliced by eae.workflow.
 
 
 wildcard_constraints:
-    dataset="|".join(wf.IMAGE_DATASETS),
+    dataset=wf.wildcard_pattern(wf.image_datasets(config)),
     model="vae|ae",
 
 
@@ -140,7 +142,7 @@ rule images_ensemble:
         mem_mb=8000,
         gpu=1,
     params:
-        cfg=lambda wildcards: config[wildcards.dataset]["eae"],
+        cfg=lambda wildcards: wf.images_ensemble_cfg(config, wildcards.dataset),
     script:
         "../scripts/images_ensemble.py"
 
@@ -262,7 +264,7 @@ rule images_interpolation:
     benchmark:
         "results/benchmarks/{dataset}/figure_interpolation.tsv"
     wildcard_constraints:
-        dataset="mnist",  # needs class labels (Frey Faces has none)
+        dataset=wf.wildcard_pattern(wf.labelled_image_datasets(config)),  # needs class labels
     conda:
         "../../environment.yml"
     threads: 2

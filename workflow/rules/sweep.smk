@@ -14,7 +14,7 @@
 
 rule sweep_point:
     input:
-        unpack(lambda wildcards: wf.sweep_inputs(wildcards.experiment)),
+        unpack(lambda wildcards: wf.sweep_inputs(wildcards.experiment, config)),
         code=eae_sources("eae.experiments.sweep.points"),
     output:
         model=directory("results/sweep/{experiment}/{point}/model"),
@@ -26,7 +26,7 @@ rule sweep_point:
     benchmark:
         "results/benchmarks/sweep/{experiment}/{point}.tsv"
     wildcard_constraints:
-        experiment="|".join(wf.sweep_experiments()),
+        experiment=wf.wildcard_pattern(wf.sweep_experiments(config)),
         point="T[^/]+|anneal_[^/]+",
     conda:
         "../../environment.yml"
@@ -65,7 +65,7 @@ rule sweep_table:
     benchmark:
         "results/benchmarks/sweep/{experiment}/table.tsv"
     wildcard_constraints:
-        experiment="|".join(wf.sweep_experiments()),
+        experiment=wf.wildcard_pattern(wf.sweep_experiments(config)),
     conda:
         "../../environment.yml"
     threads: 1

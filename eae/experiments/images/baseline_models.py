@@ -1,5 +1,6 @@
 """The baseline autoencoders of SPEC §3.2 as models: a β-VAE (binary cross-entropy on
-sigmoid outputs + β·KL, single-sample ELBO) and a vanilla (MSE) autoencoder — their
+sigmoid outputs + β·KL, single-sample ELBO; for data outside [0, 1] of the ``datasets:``
+section, a unit-variance Gaussian likelihood instead) and a vanilla (MSE) autoencoder — their
 losses and compiled train / eval steps (:class:`_Trainer`), one epoch of training, and
 encoding / decoding with trained models. The training loop, its checkpoints and the
 config are in :mod:`eae.experiments.images.baseline_training`.
@@ -73,7 +74,9 @@ class _Trainer:
         self.optimizer.build(self.trainable)
         self.noise_seed = _derived_seed(seed, _NOISE_STREAM)
         self.val_noise_seed = _derived_seed(seed, _VAL_NOISE_STREAM)
-        if kind == "vae":
+        # Bernoulli: BCE on sigmoid outputs (data in [0, 1]); gaussian: unit variance.
+        self.likelihood = cfg.get("likelihood", "bernoulli")
+        if kind == "vae" and self.likelihood == "bernoulli":
             act = output_activation_of(decoder)
             if act != "sigmoid":
                 raise ValueError(
@@ -106,11 +109,16 @@ class _Trainer:
         )
         # Reparameterisation trick, one sample per data point (single-sample ELBO).
         z = z_mean + tf.exp(0.5 * z_log_var) * eps
-        logits = tf.reshape(self.logits_model(z, training=training), tf.shape(flat_x))
-        recon = tf.reduce_sum(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=flat_x, logits=logits),
-            axis=1,
-        )
+        if self.likelihood == "gaussian":
+            # -log N(x; x_hat, 1) up to its constant: half the squared error per sample.
+            x_hat = tf.reshape(self.decoder(z, training=training), tf.shape(flat_x))
+            recon = 0.5 * tf.reduce_sum(tf.square(flat_x - x_hat), axis=1)
+        else:
+            logits = tf.reshape(self.logits_model(z, training=training), tf.shape(flat_x))
+            recon = tf.reduce_sum(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=flat_x, logits=logits),
+                axis=1,
+            )
         kl = -0.5 * tf.reduce_sum(
             1.0 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var), axis=1
         )

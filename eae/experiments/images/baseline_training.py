@@ -90,13 +90,22 @@ def resolve_config(kind: str, cfg: Mapping[str, Any] | None, dataset: str = "mni
     defaults of a direct call (and the key the messages name); callers that do not know
     the dataset get MNIST's, the paper's settings (Frey: full batch, more epochs). The
     ``model`` block takes the defaults of its own kind
-    (:func:`eae.core.models.validate_model_config`: mlp or conv)."""
+    (:func:`eae.core.models.validate_model_config`: mlp or conv). Any other ``dataset``
+    is an entry of the ``datasets:`` section (``datasets.<dataset>.<kind>``, whose VAE
+    has a ``likelihood``)."""
     from eae.support.config import section
 
     if kind not in KINDS:
         raise ValueError(f"baseline kind must be one of {KINDS}, got {kind!r}")
-    if dataset not in DATASETS:
-        raise ValueError(f"baseline dataset must be one of {DATASETS}, got {dataset!r}")
+    if dataset not in DATASETS:  # a dataset of the datasets: section; its model block is shared
+        cfg = dict(cfg or {})
+        model = cfg.pop("model", None) or {}
+        out = section(f"datasets.{dataset}.{kind}", cfg)
+        if out.get("likelihood") == "auto":
+            raise ValueError(f"datasets.{dataset}.{kind}.likelihood: 'auto' must be resolved "
+                             f"from the data first (train_baseline_stage does)")
+        out["model"] = validate_model_config(model)
+        return out
     out = section(f"{dataset}.{kind}", cfg)
     # the section's model block carries the keys of both kinds; keep the block's own kind's
     out["model"] = validate_model_config(dict(cfg or {}).get("model") or {})
@@ -186,7 +195,7 @@ def _fingerprint(
 
 
 def _check_data(
-    name: str, x: Any, kind: str, allow_none: bool = False
+    name: str, x: Any, kind: str, allow_none: bool = False, likelihood: str = "bernoulli"
 ) -> np.ndarray | None:
     if x is None:
         if allow_none:
@@ -199,7 +208,7 @@ def _check_data(
         )
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    if kind == "vae" and (x.min() < 0.0 or x.max() > 1.0):
+    if kind == "vae" and likelihood == "bernoulli" and (x.min() < 0.0 or x.max() > 1.0):
         raise ValueError(
             f"{name} must lie in [0, 1] for the VAE's binary cross-entropy "
             f"(found [{x.min():.4g}, {x.max():.4g}])"
@@ -252,8 +261,9 @@ def train_baseline(
     if seed is not None:
         cfg["seed"] = _check_int("seed", seed, 0)
     seed = cfg["seed"]
-    x_train = _check_data("x_train", x_train, kind)
-    x_val = _check_data("x_val", x_val, kind, allow_none=True)
+    likelihood = cfg.get("likelihood", "bernoulli")
+    x_train = _check_data("x_train", x_train, kind, likelihood=likelihood)
+    x_val = _check_data("x_val", x_val, kind, allow_none=True, likelihood=likelihood)
     if x_val is not None and x_val.shape[1:] != x_train.shape[1:]:
         raise ValueError(
             f"x_val shape {x_val.shape[1:]} differs from x_train shape {x_train.shape[1:]}"

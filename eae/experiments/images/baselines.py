@@ -70,6 +70,20 @@ __all__ = [
 log = logging.getLogger("eae")
 
 
+def resolved_for_data(kind: str, cfg: Mapping[str, Any], image_shape, unit_interval: bool
+                      ) -> dict[str, Any]:
+    """A ``datasets:`` entry's baseline block with its ``auto`` settings decided by the
+    data: the architecture (:func:`eae.core.models.resolve_model`) and the VAE's
+    likelihood (Bernoulli for data in [0, 1], Gaussian otherwise)."""
+    from eae.core.models import resolve_model
+
+    out = dict(cfg)
+    out["model"] = resolve_model(out.get("model") or {}, image_shape, unit_interval)
+    if kind == "vae" and out.get("likelihood", "auto") == "auto":
+        out["likelihood"] = "bernoulli" if unit_interval else "gaussian"
+    return out
+
+
 def train_baseline_stage(
     kind: str,
     data_path: str | os.PathLike,
@@ -89,17 +103,20 @@ def train_baseline_stage(
     mnist nor frey) picks the schema section whose defaults fill ``cfg``
     (:func:`resolve_config`); the workflow passes complete blocks.
     """
-    from eae.experiments.images.data import load_split  # the data module is only needed by this stage
+    from eae.experiments.images.data import load_split, sample_shape
     from eae.support.io import open_zarr
 
     store = open_zarr(data_path)
     if dataset is None:
         dataset = store.attrs.get("dataset")
-        dataset = dataset if dataset in DATASETS else "mnist"
+        if dataset not in DATASETS and "data_kind" not in store.attrs:
+            dataset = "mnist"  # a store of neither built-in set nor a datasets: entry
+    image_shape = sample_shape(store)
+    if dataset not in DATASETS:
+        cfg = resolved_for_data(kind, cfg, image_shape, bool(store.attrs.get("unit_interval", True)))
     cfg = resolve_config(kind, cfg, dataset)
     if cfg["deterministic_ops"]:
         tf.config.experimental.enable_op_determinism()
-    image_shape = tuple(int(s) for s in store["images"].shape[1:])
     x_train, _ = load_split(data_path, "train")
     x_val, _ = load_split(data_path, "val")
     if x_train.shape[0] == 0:

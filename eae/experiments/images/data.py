@@ -229,7 +229,7 @@ def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(split_seq), np.random.default_rng(cap_seq)
 
 
-def _split_counts(n: int, fractions: Mapping[str, float]) -> tuple[int, int, int]:
+def split_sizes(n: int, fractions: Mapping[str, float]) -> tuple[int, int, int]:
     # Round half up for val and test; train takes the rest so the counts always add up.
     n_val = int(np.floor(float(fractions["val"]) * n + 0.5))
     n_test = int(np.floor(float(fractions["test"]) * n + 0.5))
@@ -238,7 +238,7 @@ def _split_counts(n: int, fractions: Mapping[str, float]) -> tuple[int, int, int
 
 def random_split(n: int, fractions: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
     """int8 split codes for ``n`` samples, a seeded random partition in ``fractions``."""
-    n_train, n_val, _ = _split_counts(n, fractions)
+    n_train, n_val, _ = split_sizes(n, fractions)
     codes = np.full(n, SPLIT_CODES["test"], dtype=np.int8)
     perm = rng.permutation(n)
     codes[perm[:n_train]] = SPLIT_CODES["train"]
@@ -420,14 +420,29 @@ def split_counts(ds: xr.Dataset) -> dict[str, int]:
     return {s: int((codes == c).sum()) for s, c in SPLIT_CODES.items()}
 
 
+def data_variable(ds: xr.Dataset) -> str:
+    """The variable of a prepared store that holds the samples: ``images`` (MNIST, Frey,
+    image datasets) or ``x`` (vector datasets of the ``datasets:`` section)."""
+    for name in ("images", "x"):
+        if name in ds.data_vars:
+            return name
+    raise DataError(f"prepared store has neither 'images' nor 'x' (variables: {sorted(ds.data_vars)})")
+
+
+def sample_shape(ds: xr.Dataset) -> tuple[int, ...]:
+    """The shape of one sample of a prepared store: (rows, cols[, channels]) or (features,)."""
+    return tuple(int(s) for s in ds[data_variable(ds)].shape[1:])
+
+
 def load_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x float32 [n, row*col], labels int64 [n] or None) of one split of a prepared store."""
+    """(x float32 [n, features] (images flattened), labels int64 [n] or None) of a split."""
     if split not in SPLIT_CODES:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     ds = open_zarr(path)
     idx = np.flatnonzero(ds["split"].values == SPLIT_CODES[split])
     sub = ds.isel(sample=idx)  # reads only the chunks of this split (stored contiguously)
-    x = sub["images"].values.astype(np.float32, copy=False).reshape(len(idx), -1)
+    var = sub[data_variable(ds)]
+    x = var.values.astype(np.float32, copy=False).reshape(len(idx), int(np.prod(var.shape[1:])))
     labels = sub["labels"].values.astype(np.int64, copy=False) if "labels" in ds else None
     return x, labels
 
@@ -442,10 +457,11 @@ def _write_with_provenance(ds, out_path, stage, cfg, src_path, started, split_ru
         started=started,
         extra={"split_counts": split_counts(ds), "split_rule": split_rule},
     )
-    return _write(ds, out_path, record)
+    return write_store(ds, out_path, record)
 
 
-def _write(ds: xr.Dataset, out_path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+def write_store(ds: xr.Dataset, out_path: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write a prepared store (chunked along samples) atomically with its provenance."""
     counts = split_counts(ds)
     log.info("writing %s: %s", out_path, counts)
     # Chunk along samples through the encoding (write_zarr's ``chunks`` needs dask, which

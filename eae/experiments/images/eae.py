@@ -21,15 +21,24 @@ from eae.support.runtime import tf
 def image_trainer(cfg: dict, data_path) -> tuple[EAETrainer, dict]:
     """An :class:`EAETrainer` for an image dataset store and an EAE config block
     (``model``, ``sampler``, ``train`` sections). Also returns the loaded splits."""
-    from eae.experiments.images.data import load_split
-    from eae.core.models import build_from_config
+    from eae.experiments.images.data import load_split, sample_shape
+    from eae.core.models import build_from_config, reshape_for_model, resolve_model
+    from eae.support.io import open_zarr
 
-    splits = {name: load_split(data_path, name) for name in ("train", "val", "test")}
+    store = open_zarr(data_path)
+    shape = sample_shape(store)
+    # kind / output activation 'auto' (datasets: entries) follow the data; concrete
+    # blocks (MNIST, Frey) pass unchanged.
+    model = resolve_model(cfg["model"], shape, bool(store.attrs.get("unit_interval", True)))
+    splits = {}
+    for name in ("train", "val", "test"):
+        x, labels = load_split(data_path, name)
+        splits[name] = (reshape_for_model(x, model, shape), labels)
     x_train = splits["train"][0]
     seed = cfg["train"]["seed"]
-    _, decoder = build_from_config(cfg["model"], x_train.shape[1], seed=seed)
+    _, decoder = build_from_config(model, x_train.shape[1:], seed=seed)
     encoder = build_chain_encoder(
-        lambda s: build_from_config(cfg["model"], x_train.shape[1], seed=s)[0],
+        lambda s: build_from_config(model, x_train.shape[1:], seed=s)[0],
         cfg["train"].get("chains", 1), seed)
     trainer = EAETrainer(
         encoder, decoder, [x_train],

@@ -92,9 +92,41 @@ def _wrap(text: str, width_in: float, max_lines: int | None = None) -> list[str]
     return lines
 
 
-def _images(x: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-    rows, cols = int(image_shape[0]), int(image_shape[1])
-    return np.clip(np.asarray(x, np.float64).reshape(-1, rows, cols), 0.0, 1.0)
+MAX_STRIP_ASPECT = 8.0  # the widest a vector's strip is drawn, in units of its height
+
+
+def display_shape(image_shape: Sequence[int]) -> tuple[int, ...]:
+    """How a sample is drawn: (rows, cols) grey, (rows, cols, 3) RGB, a vector of d
+    features as a (1, d) strip."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 1:
+        return (1, shape[0])
+    if len(shape) == 3 and shape[2] == 1:
+        return shape[:2]
+    return shape
+
+
+def _cell_aspect(image_shape: Sequence[int]) -> float:
+    return min(display_shape(image_shape)[1] / display_shape(image_shape)[0], MAX_STRIP_ASPECT)
+
+
+def display_range(x: np.ndarray) -> tuple[float, float]:
+    """The value range mapped to black..white: [0, 1] for data inside it, else the data's."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    return (0.0, 1.0) if lo >= 0.0 and hi <= 1.0 else (lo, hi if hi > lo else lo + 1.0)
+
+
+def _images(x: np.ndarray, image_shape: Sequence[int],
+            vrange: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    imgs = np.asarray(x, np.float64).reshape((-1,) + display_shape(image_shape))
+    return np.clip((imgs - vrange[0]) / (vrange[1] - vrange[0]), 0.0, 1.0)
+
+
+def _show(ax, img: np.ndarray, **kw) -> None:
+    if img.ndim == 2:  # grey through the colour map; RGB is already in [0, 1]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kw)
+    else:
+        ax.imshow(img, interpolation="nearest", **kw)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -190,24 +222,25 @@ def choose_density_dims(variances: Mapping[str, np.ndarray], n_dims: int, thresh
 
 def interpolation_figure(rows: Mapping[str, np.ndarray], image_shape: Sequence[int],
                          lambdas: Sequence[float], path: str | os.PathLike, title: str = "",
-                         dpi: int = 120, cell: float = 0.8) -> Path:
+                         dpi: int = 120, cell: float = 0.8,
+                         vrange: tuple[float, float] = (0.0, 1.0)) -> Path:
     """One row of decoded images per entry of ``rows`` (label → images [steps, pixels]),
-    one column per λ. Size: (LABEL_W + steps·cell·cols/rows) × (TITLE_H + LAMBDA_H + n·cell) in."""
+    one column per λ. Size: (LABEL_W + steps·cell·cols/rows) × (TITLE_H + LAMBDA_H + n·cell) in.
+    ``vrange``: the values drawn black and white (:func:`display_range`)."""
     plt = _pyplot()
     steps = len(lambdas)
-    r, c = int(image_shape[0]), int(image_shape[1])
-    cw, ch = cell * c / r, cell
+    cw, ch = cell * _cell_aspect(image_shape), cell
     width, height = LABEL_W + steps * cw + 0.1, TITLE_H + LAMBDA_H + len(rows) * ch + 0.1
     fig = plt.figure(figsize=(width, height))
     for i, (label, imgs) in enumerate(rows.items()):
-        imgs = _images(imgs, image_shape)
+        imgs = _images(imgs, image_shape, vrange)
         if len(imgs) != steps:
             raise ValueError(f"row {label!r} has {len(imgs)} images for {steps} λ values")
         for j in range(steps):
             left = (LABEL_W + j * cw) / width
             bottom = (height - TITLE_H - LAMBDA_H - (i + 1) * ch) / height
             ax = fig.add_axes((left, bottom, 0.96 * cw / width, 0.96 * ch / height))
-            ax.imshow(imgs[j], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            _show(ax, imgs[j], **({"aspect": "auto"} if len(image_shape) == 1 else {}))
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -305,9 +338,9 @@ def latent_density_figure(rows: Sequence[DensityRow], path: str | os.PathLike, t
 
 
 def _mosaic(imgs: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
-    n, r, c = imgs.shape
+    n, r, c = imgs.shape[:3]
     nrows = math.ceil(n / ncols)
-    out = np.ones((nrows * (r + pad) + pad, ncols * (c + pad) + pad))
+    out = np.ones((nrows * (r + pad) + pad, ncols * (c + pad) + pad) + imgs.shape[3:])
     for k in range(n):
         i, j = divmod(k, ncols)
         out[pad + i * (r + pad): pad + i * (r + pad) + r, pad + j * (c + pad): pad + j * (c + pad) + c] = imgs[k]
@@ -316,17 +349,17 @@ def _mosaic(imgs: np.ndarray, ncols: int, pad: int = 1) -> np.ndarray:
 
 def samples_figure(blocks: Mapping[str, np.ndarray | tuple[np.ndarray, int]], image_shape: Sequence[int],
                    path: str | os.PathLike, title: str = "", dpi: int = 120, cell: float = 0.6,
-                   ncols: int = 8) -> Path:
+                   ncols: int = 8, vrange: tuple[float, float] = (0.0, 1.0)) -> Path:
     """Blocks of decoded images (title → images [n, pixels], or (images, ncols)), each a
     mosaic under its (wrapped) title. Width: max(SAMPLES_MIN_W, max ncols·cell·cols/rows +
-    0.4) in; height: TITLE_H + Σ (BLOCK_TITLE_H + LINE_H·(title lines − 1) + block rows·cell)."""
+    0.4) in; height: TITLE_H + Σ (BLOCK_TITLE_H + LINE_H·(title lines − 1) + block rows·cell).
+    Vectors are drawn as strips; ``vrange``: the values drawn black and white."""
     plt = _pyplot()
-    r, c = int(image_shape[0]), int(image_shape[1])
-    cw = cell * c / r
+    cw = cell * _cell_aspect(image_shape)
     prepared = []
     for name, block in blocks.items():
         imgs, nc = block if isinstance(block, tuple) else (block, ncols)
-        imgs = _images(imgs, image_shape)
+        imgs = _images(imgs, image_shape, vrange)
         nc = int(min(nc, len(imgs))) if len(imgs) else 1
         prepared.append((name, imgs, nc, math.ceil(len(imgs) / nc)))
     width = max(SAMPLES_MIN_W, max(nc for _, _, nc, _ in prepared) * cw + 0.4)
@@ -338,7 +371,7 @@ def samples_figure(blocks: Mapping[str, np.ndarray | tuple[np.ndarray, int]], im
     for lines, (name, imgs, nc, nr) in zip(titles, prepared):
         top -= BLOCK_TITLE_H + LINE_H * (len(lines) - 1)
         ax = fig.add_axes((0.2 / width, (top - nr * cell) / height, nc * cw / width, nr * cell / height))
-        ax.imshow(_mosaic(imgs, nc), cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        _show(ax, _mosaic(imgs, nc), aspect="auto")
         ax.set_axis_off()
         fig.text(0.2 / width, (top + 0.08) / height, "\n".join(lines), fontsize=9, va="bottom", ha="left")
         top -= nr * cell
@@ -353,8 +386,11 @@ def samples_figure(blocks: Mapping[str, np.ndarray | tuple[np.ndarray, int]], im
 class _Models:
     """Lazily loaded codes and decoders of one dataset's models."""
 
-    def __init__(self, paths: Mapping[str, Path], x_test: np.ndarray, labels, cfg):
+    def __init__(self, paths: Mapping[str, Path], x_test: np.ndarray, labels, cfg,
+                 label_names: Sequence[str] | None = None):
         self.p, self.x, self.labels, self.cfg = paths, x_test, labels, cfg
+        self.vrange = display_range(x_test)
+        self.label_names = dict(enumerate(label_names)) if label_names else None
         self._cache: dict[str, Any] = {}
 
     def _get(self, key, make):
@@ -413,14 +449,27 @@ class _Models:
         return self._get("members/eae", read)
 
 
+def _interpolation_classes(labels: np.ndarray, cfg, dataset: str) -> tuple[int, int]:
+    """``analysis.interpolate.classes`` (MNIST digits); a dataset of the ``datasets:``
+    section that lacks one of them interpolates between its two most frequent test labels."""
+    a, b = cfg["interpolate"]["classes"]
+    missing = [cls for cls in (a, b) if not np.any(labels == cls)]
+    if not missing:
+        return a, b
+    values, counts = np.unique(labels, return_counts=True)
+    if dataset in DATASET_LABELS or len(values) < 2:
+        raise ValueError(f"analysis.interpolate.classes: no test image of {dataset} has label "
+                         f"{missing[0]}")
+    a, b = (int(v) for v in sorted(values[np.argsort(-counts, kind="stable")[:2]]))
+    log.info("%s: no test label %s; interpolating between labels %d and %d", dataset, missing, a, b)
+    return a, b
+
+
 def _interpolation(models: _Models, names: Sequence[str], image_shape, cfg, path, dataset) -> Path:
     labels = models.labels
     if labels is None:
         raise ValueError(f"{dataset}: the interpolation figure needs class labels; the test split has none")
-    a, b = cfg["interpolate"]["classes"]
-    for cls in (a, b):
-        if not np.any(labels == cls):
-            raise ValueError(f"analysis.interpolate.classes: no test image of {dataset} has label {cls}")
+    a, b = _interpolation_classes(labels, cfg, dataset)
     steps = int(cfg["interpolate"]["steps"])
     lam = np.linspace(0.0, 1.0, steps)
     x = models.x.astype(np.float64)
@@ -435,8 +484,10 @@ def _interpolation(models: _Models, names: Sequence[str], image_shape, cfg, path
             codes = models.codes(name)
         _, z = interpolate_codes(class_mean(codes, labels, a), class_mean(codes, labels, b), steps)
         rows[MODEL_LABELS[name]] = decode(models.decoder(name), z, cfg["batch_size"])
-    title = f"{DATASET_LABELS.get(dataset, dataset)}: interpolation between the mean codes of {a} and {b}"
-    return interpolation_figure(rows, image_shape, lam, path, title=title, dpi=cfg["dpi"])
+    name = (models.label_names or {}).get
+    title = f"{DATASET_LABELS.get(dataset, dataset)}: interpolation between the mean codes of {name(a, a)} and {name(b, b)}"
+    return interpolation_figure(rows, image_shape, lam, path, title=title, dpi=cfg["dpi"],
+                                vrange=models.vrange)
 
 
 def _densities(models: _Models, names: Sequence[str], cfg, path, dataset) -> Path:
@@ -502,7 +553,8 @@ def _samples(models: _Models, names: Sequence[str], image_shape, cfg, path, data
     if not blocks:
         raise ValueError("samples figure: no model to draw from (analysis.models is empty)")
     title = f"{DATASET_LABELS.get(dataset, dataset)}: generated samples"
-    return samples_figure(blocks, image_shape, path, title=title, dpi=cfg["dpi"], ncols=min(n, 8))
+    return samples_figure(blocks, image_shape, path, title=title, dpi=cfg["dpi"], ncols=min(n, 8),
+                          vrange=models.vrange)
 
 
 def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[str, str | os.PathLike],
@@ -522,7 +574,9 @@ def figures_stage(dataset: str, cfg: Mapping[str, Any] | None, outputs: Mapping[
     p = _resolve_paths(paths)
     _require(p, path_keys(cfg["models"]))
     x_test, labels, image_shape = load_test_data(p["data"])
-    models = _Models(p, x_test, labels, cfg)
+    from eae.support.io import open_zarr
+
+    models = _Models(p, x_test, labels, cfg, open_zarr(p["data"]).attrs.get("label_names"))
     names = list(cfg["models"])
     written: dict[str, Path] = {}
     try:

@@ -183,11 +183,12 @@ def _require(p: Mapping[str, Path], keys: Iterable[str]) -> None:
 
 
 def load_test_data(data_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
-    """(x_test float32 [n, pixels], labels int64 [n] or None, image shape (rows, cols))."""
-    from eae.experiments.images.data import load_split
+    """(x_test float32 [n, pixels], labels int64 [n] or None, sample shape: (rows, cols[,
+    channels]) or (features,))."""
+    from eae.experiments.images.data import load_split, sample_shape
     from eae.support.io import open_zarr
 
-    image_shape = tuple(int(s) for s in open_zarr(data_path)["images"].shape[1:])
+    image_shape = sample_shape(open_zarr(data_path))
     x, labels = load_split(data_path, "test")
     if x.shape[0] == 0:
         raise ValueError(f"{data_path} has no test samples")

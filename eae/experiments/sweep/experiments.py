@@ -77,6 +77,12 @@ def image_eae_config(config: Mapping[str, Any], experiment: str, temperature: fl
     return config[experiment]["eae"]
 
 
+def dataset_eae_config(config: Mapping[str, Any], experiment: str, temperature: float) -> dict[str, Any]:
+    """A ``datasets:`` entry's EAE: its shared ``model`` block with its ``eae`` settings."""
+    entry = config["datasets"][experiment]
+    return {"model": entry["model"], **entry["eae"]}
+
+
 def faces_eae_config(config: Mapping[str, Any], experiment: str, temperature: float) -> dict[str, Any]:
     """The faces run config at ``temperature``
     (:func:`eae.experiments.faces.eae.ensemble_config`: model, sampler, train, ensemble).

@@ -18,9 +18,9 @@ import pandas as pd
 from eae.support.io import temperature_tag, write_csv_atomic
 from eae.core.temperature import store_temperature_columns
 
-from eae.experiments.sweep.experiments import (code_variable, faces_eae_config, faces_point,
-                                               image_eae_config, image_point, rd_eae_config,
-                                               rd_point)
+from eae.experiments.sweep.experiments import (code_variable, dataset_eae_config, faces_eae_config,
+                                               faces_point, image_eae_config, image_point,
+                                               rd_eae_config, rd_point)
 from eae.experiments.sweep.table import CONVERGENCE_VARIABLES, ROW_COLUMNS
 
 log = logging.getLogger("eae")
@@ -74,10 +74,21 @@ def register_experiment(*names: str, inputs: Iterable[str],
     return wrap
 
 
-def _experiment(name: str) -> Experiment:
-    if name not in EXPERIMENTS:
-        raise ValueError(f"sweep: unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
-    return EXPERIMENTS[name]
+#: Any other name is a ``datasets:`` entry: the image chain on its prepared store (the
+#: workflow's config check makes sure the entry exists).
+DATASET_EXPERIMENT = Experiment(run=image_point, inputs=("data",), eae_config=dataset_eae_config)
+
+
+def _experiment(name: str, config: Mapping[str, Any] | None = None) -> Experiment:
+    """The sweep experiment ``name``; with ``config``, a name that is neither built in
+    nor a ``datasets:`` entry is a ValueError."""
+    if name in EXPERIMENTS:
+        return EXPERIMENTS[name]
+    datasets = (config or {}).get("datasets") or {}
+    if config is not None and name not in datasets:
+        raise ValueError(f"sweep: unknown experiment {name!r}; known: "
+                         f"{sorted(EXPERIMENTS) + sorted(datasets)}")
+    return DATASET_EXPERIMENT
 
 
 register_experiment("mnist", "frey", inputs=("data",), eae_config=image_eae_config)(image_point)
@@ -212,7 +223,7 @@ def point_params(config: Mapping[str, Any], experiment: str, tag: str) -> dict[s
     experiment's, :class:`Experiment`'s ``eae_config`` at the point's initial
     temperature, through :func:`point_config`), the ``analysis`` keys its metrics use and
     the sweep's diagnostics settings. ValueError for an unknown experiment or point."""
-    spec = _experiment(experiment)
+    spec = _experiment(experiment, config)
     sweep_cfg = config["sweep"]
     settings = _point_settings(sweep_cfg, tag)
     start = settings["temperature"] if settings["kind"] == "constant" else settings["from"]
