@@ -16,7 +16,7 @@ import xarray as xr  # noqa: E402
 
 from eae import sweep  # noqa: E402
 from eae import workflow as wf  # noqa: E402
-from eae.config import ConfigError, validate_config  # noqa: E402
+from eae.config import ConfigError, check_config, validate_config  # noqa: E402
 
 
 TINY_MODEL = {"kind": "mlp", "encoder_hidden": [8], "latent_dim": 3, "decoder_hidden": [8]}
@@ -118,8 +118,13 @@ def test_every_experiment_with_data_is_a_sweep_experiment():
     assert wf.sweep_inputs("rd") == {"data": "results/rd/dataset.zarr"}
     for name in ("faces", "rd"):
         assert validate_config({"sweep": {"experiment": name}})["sweep"]["experiment"] == name
-    with pytest.raises(ConfigError, match="experiment"):
-        validate_config({"sweep": {"experiment": "no_such_experiment"}})
+    with pytest.raises(ConfigError, match="sweep.experiment = 'no_such_experiment'; allowed: "
+                                          "mnist, frey, faces, rd, digits"):
+        check_config({"sweep": {"experiment": "no_such_experiment"},
+                      "datasets": {"digits": {"path": "data/digits.npz"}}}, check_files=False)
+    config = check_config({"sweep": {"experiment": "digits"},
+                           "datasets": {"digits": {"path": "data/digits.npz"}}}, check_files=False)
+    assert config["sweep"]["experiment"] == "digits"
 
 
 def test_faces_point_params_start_from_the_faces_run_config():

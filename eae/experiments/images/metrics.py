@@ -76,6 +76,8 @@ from eae.experiments.images.table1 import (  # noqa: F401 (re-exported, as above
 )
 from eae.support.io import write_csv_atomic
 
+from eae.experiments.images import codes as _codes
+
 log = logging.getLogger("eae")
 
 __all__ = [
@@ -84,19 +86,7 @@ __all__ = [
     "DATASET_LABELS",
     "COLUMNS",
     "resolve_config",
-    "code_variances",
-    "active_units",
-    "active_units_from_variance",
-    "relative_active_units",
-    "pcs_for_variance",
-    "pcs_from_covariance",
-    "knn_predict",
-    "logistic_predict",
-    "probe_accuracy",
-    "cross_validated_probe",
-    "StreamingMoments",
-    "ensemble_statistics",
-    "pca_fit",
+    *(name for name in _codes.__all__ if name != "PROBE_KINDS"),
     "pca_reference",
     "PATH_KEYS",
     "path_keys",
