@@ -74,9 +74,8 @@ from eae.experiments.images.table1 import (  # noqa: F401 (re-exported, as above
     table1_markdown,
     table1_stage,
 )
-from eae.support.io import write_csv_atomic
-
 from eae.experiments.images import codes as _codes
+from eae.support.io import write_csv_atomic
 
 log = logging.getLogger("eae")
 
@@ -86,7 +85,7 @@ __all__ = [
     "DATASET_LABELS",
     "COLUMNS",
     "resolve_config",
-    *(name for name in _codes.__all__ if name != "PROBE_KINDS"),
+    *_codes.__all__,
     "pca_reference",
     "PATH_KEYS",
     "path_keys",
